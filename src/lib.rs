@@ -1,0 +1,13 @@
+//! symroute: make every reply in a multi-homed network namespace leave through
+//! the interface its request arrived on, with per-interface routing tables and
+//! `from <address>` rules, applied from the host.
+
+pub mod model;
+pub mod netlink;
+pub mod netns;
+pub mod diff;
+pub mod engine;
+pub mod kernel;
+pub mod plan;
+pub mod render;
+pub mod settings;

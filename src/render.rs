@@ -1,0 +1,86 @@
+//! Rules, routes and operations written the way iproute2 spells them, so a
+//! plan reads as the commands an operator would type.
+
+use crate::diff::Op;
+use crate::model::{Family, Route, RouteKind, Rule, Scope, Snapshot};
+
+/// `from 172.18.0.2/32 lookup 10001 priority 3000 protocol 115`
+pub fn rule_args(r: &Rule) -> String {
+    let from = r
+        .src
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "all".to_string());
+    let mut s = format!("from {from} lookup {} priority {}", r.table, r.priority);
+    if r.protocol != 0 {
+        s.push_str(&format!(" protocol {}", r.protocol));
+    }
+    s
+}
+
+fn dev_name(oif: u32, names: Option<&Snapshot>) -> String {
+    names
+        .and_then(|s| s.link(oif))
+        .map(|l| l.name.clone())
+        .unwrap_or_else(|| format!("if{oif}"))
+}
+
+/// `172.18.0.0/16 dev eth1 scope link src 172.18.0.2 table 10001 proto 115`
+pub fn route_args(r: &Route, names: Option<&Snapshot>) -> String {
+    let mut s = if r.is_default() {
+        "default".to_string()
+    } else {
+        r.dst.to_string()
+    };
+    if r.kind == RouteKind::Other {
+        s = format!("(non-unicast) {s}");
+    }
+    if let Some(gw) = r.gateway {
+        s.push_str(&format!(" via {gw}"));
+    }
+    if r.oif != 0 {
+        s.push_str(&format!(" dev {}", dev_name(r.oif, names)));
+    }
+    for nh in &r.multipath {
+        s.push_str(" nexthop");
+        if let Some(gw) = nh.gateway {
+            s.push_str(&format!(" via {gw}"));
+        }
+        s.push_str(&format!(" dev {}", dev_name(nh.oif, names)));
+    }
+    if r.scope == Scope::Link && r.family() == Family::V4 {
+        s.push_str(" scope link");
+    }
+    if let Some(src) = r.prefsrc {
+        s.push_str(&format!(" src {src}"));
+    }
+    if r.onlink {
+        s.push_str(" onlink");
+    }
+    s.push_str(&format!(" table {}", r.table));
+    if r.protocol != 0 {
+        s.push_str(&format!(" proto {}", r.protocol));
+    }
+    if r.metric != 0 {
+        s.push_str(&format!(" metric {}", r.metric));
+    }
+    s
+}
+
+/// The iproute2 command equivalent to an operation, run in `netns_path`.
+pub fn ip_command(op: &Op, netns_path: &str, names: Option<&Snapshot>) -> String {
+    let prefix = format!("nsenter --net={netns_path} ip");
+    match op {
+        Op::AddRule(r) => format!("{prefix} {} rule add {}", r.family.ip_flag(), rule_args(r)),
+        Op::DelRule(r) => format!("{prefix} {} rule del {}", r.family.ip_flag(), rule_args(r)),
+        Op::AddRoute(r) => format!(
+            "{prefix} {} route add {}",
+            r.family().ip_flag(),
+            route_args(r, names)
+        ),
+        Op::DelRoute(r) => format!(
+            "{prefix} {} route del {}",
+            r.family().ip_flag(),
+            route_args(r, names)
+        ),
+    }
+}
