@@ -142,7 +142,14 @@ pub fn execute_all<K: Kernel>(k: &mut K, ops: &[Op]) -> Result<(), EngineError> 
 
 /// Make the namespace's tagged state equal the plan.
 pub fn apply<K: Kernel>(k: &mut K, opts: &ApplyOptions) -> Result<ApplyReport, EngineError> {
-    let snap = settled_snapshot(k, if opts.dry_run { Duration::ZERO } else { opts.dad_wait })?;
+    let snap = settled_snapshot(
+        k,
+        if opts.dry_run {
+            Duration::ZERO
+        } else {
+            opts.dad_wait
+        },
+    )?;
     let plan = plan(&snap, &opts.settings, &opts.request)?;
     let (rules, routes) = tagged(&snap, &opts.settings);
     let ops = diff(&plan.rules, &plan.routes, &rules, &routes);

@@ -14,8 +14,8 @@ use netlink_packet_route::{
     address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope},
     link::{LinkAttribute, LinkFlags, LinkMessage},
     route::{
-        RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
-        RouteScope, RouteType,
+        RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope,
+        RouteType,
     },
     rule::{RuleAction, RuleAttribute, RuleMessage},
 };
@@ -295,7 +295,8 @@ fn route_message(r: &Route) -> RouteMessage {
             .push(RouteAttribute::Destination(to_route_addr(r.dst.addr())));
     }
     if let Some(gw) = r.gateway {
-        m.attributes.push(RouteAttribute::Gateway(to_route_addr(gw)));
+        m.attributes
+            .push(RouteAttribute::Gateway(to_route_addr(gw)));
     }
     if r.oif != 0 {
         m.attributes.push(RouteAttribute::Oif(r.oif));
@@ -403,7 +404,8 @@ impl Kernel for NetlinkKernel {
             .push(RouteAttribute::Destination(to_route_addr(q.dst)));
         if let Some(src) = q.src {
             m.header.source_prefix_length = family.host_prefix();
-            m.attributes.push(RouteAttribute::Source(to_route_addr(src)));
+            m.attributes
+                .push(RouteAttribute::Source(to_route_addr(src)));
         }
         if let Some(iif) = q.iif {
             m.attributes.push(RouteAttribute::Iif(iif));
@@ -455,11 +457,10 @@ impl Kernel for NetlinkKernel {
 
 /// EEXIST, ENOENT, ESRCH: the object was already there or already gone.
 pub fn is_already(e: &KernelError, op: &Op) -> bool {
-    match (e.errno(), op.is_add()) {
-        (Some(libc::EEXIST), true) => true,
-        (Some(libc::ENOENT) | Some(libc::ESRCH), false) => true,
-        _ => false,
-    }
+    matches!(
+        (e.errno(), op.is_add()),
+        (Some(libc::EEXIST), true) | (Some(libc::ENOENT) | Some(libc::ESRCH), false)
+    )
 }
 
 /// An `io::Error` for a kernel errno, for tests and fakes.

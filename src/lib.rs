@@ -2,12 +2,17 @@
 //! the interface its request arrived on, with per-interface routing tables and
 //! `from <address>` rules, applied from the host.
 
-pub mod model;
-pub mod netlink;
-pub mod netns;
+pub mod cli;
+pub mod demo;
+pub mod diagnose;
 pub mod diff;
 pub mod engine;
 pub mod kernel;
+pub mod model;
+pub mod netlink;
+pub mod netns;
 pub mod plan;
 pub mod render;
+pub mod report;
 pub mod settings;
+pub mod target;

@@ -31,10 +31,7 @@ pub enum NetnsError {
     #[error("entering network namespace {path}: {source}")]
     Enter { path: PathBuf, source: nix::Error },
     #[error("netlink socket in network namespace {path}: {source}")]
-    Socket {
-        path: PathBuf,
-        source: NetlinkError,
-    },
+    Socket { path: PathBuf, source: NetlinkError },
     #[error("thread working in network namespace {path} panicked")]
     Thread { path: PathBuf },
 }
@@ -63,7 +60,10 @@ impl Netns {
             source: e.into(),
         })?;
         // The magic's type differs between libc targets; compare as i64.
-        #[allow(clippy::unnecessary_cast, reason = "f_type is i64 on some targets only")]
+        #[allow(
+            clippy::unnecessary_cast,
+            reason = "f_type is i64 on some targets only"
+        )]
         let magic = fs.filesystem_type().0 as i64;
         if magic != NSFS_MAGIC {
             return Err(NetnsError::NotNetns { path });
@@ -100,14 +100,23 @@ impl Netns {
         Ok((m.dev(), m.ino()))
     }
 
-    /// Whether this is the namespace of PID 1 (the host's).
+    /// Whether this is the host's namespace: that of PID 1, or, where PID 1's
+    /// cannot be read (some sandboxes hide it), the one symroute itself runs in.
     pub fn is_host(&self) -> Result<bool, NetnsError> {
-        let host = Path::new("/proc/1/ns/net");
-        let m = std::fs::metadata(host).map_err(|source| NetnsError::Open {
-            path: host.to_path_buf(),
-            source,
-        })?;
-        Ok(self.id()? == (m.dev(), m.ino()))
+        let me = self.id()?;
+        let same = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()) == me).ok();
+        match same("/proc/1/ns/net") {
+            Some(true) => Ok(true),
+            Some(false) => Ok(false),
+            None => {
+                let own = Path::new("/proc/self/ns/net");
+                let m = std::fs::metadata(own).map_err(|source| NetnsError::Open {
+                    path: own.to_path_buf(),
+                    source,
+                })?;
+                Ok((m.dev(), m.ino()) == me)
+            }
+        }
     }
 
     /// Fail with [`NetnsError::HostNamespace`] if this is the host's namespace.

@@ -115,9 +115,7 @@ pub enum PlanError {
         gateway: IpAddr,
         family: Family,
     },
-    #[error(
-        "--gateway {ifname}={gateway}: {gateway} is outside {ifname}'s prefixes ({prefixes})"
-    )]
+    #[error("--gateway {ifname}={gateway}: {gateway} is outside {ifname}'s prefixes ({prefixes})")]
     OffLink {
         ifname: String,
         gateway: IpAddr,

@@ -179,7 +179,9 @@ mod tests {
         for t in [52, 100, 200, 201, 202, 250, 2004, 2005, 51820, 52319] {
             assert!(!s.in_band(t), "default band must not include table {t}");
         }
-        for p in [0, 1, 9, 20, 99, 100, 109, 112, 512, 1024, 1536, 5210, 5270, 32764, 32765, 32766] {
+        for p in [
+            0, 1, 9, 20, 99, 100, 109, 112, 512, 1024, 1536, 5210, 5270, 32764, 32765, 32766,
+        ] {
             assert_ne!(s.priority, p);
         }
     }
@@ -187,18 +189,32 @@ mod tests {
     #[test]
     fn config_overlay_and_errors() {
         let cfg: ConfigFile =
-            toml::from_str("table_band = \"20000-20009\"\npriority = 1234\nprotocol = 77\n").unwrap();
+            toml::from_str("table_band = \"20000-20009\"\npriority = 1234\nprotocol = 77\n")
+                .unwrap();
         let mut s = Settings::default();
         s.overlay(&cfg).unwrap();
-        assert_eq!((s.table_min, s.table_max, s.priority, s.protocol), (20000, 20009, 1234, 77));
+        assert_eq!(
+            (s.table_min, s.table_max, s.priority, s.protocol),
+            (20000, 20009, 1234, 77)
+        );
         assert!(toml::from_str::<ConfigFile>("tables = 3").is_err());
         assert!(parse_band("10").is_err());
         assert!(parse_band("a-b").is_err());
-        let bad = Settings { table_min: 250, table_max: 260, ..Settings::default() };
+        let bad = Settings {
+            table_min: 250,
+            table_max: 260,
+            ..Settings::default()
+        };
         assert!(bad.validate().is_err());
-        let bad = Settings { priority: 32766, ..Settings::default() };
+        let bad = Settings {
+            priority: 32766,
+            ..Settings::default()
+        };
         assert!(bad.validate().is_err());
-        let bad = Settings { protocol: 2, ..Settings::default() };
+        let bad = Settings {
+            protocol: 2,
+            ..Settings::default()
+        };
         assert!(bad.validate().is_err());
     }
 
