@@ -104,7 +104,7 @@ fn deciding_rule(snap: &Snapshot, src: IpAddr, table: u32) -> Option<String> {
         .filter(|r| r.src.is_none_or(|s| s.contains(&src)))
         .collect();
     rules.sort_by_key(|r| r.priority);
-    rules.first().map(|r| render::rule_args(r))
+    rules.first().map(|r| render::rule_show(r))
 }
 
 /// Diagnose the namespace behind `k`. `fix_command` is the apply command for
@@ -119,7 +119,7 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
         .iter()
         .filter(|r| r.table == RT_TABLE_MAIN && r.is_default() && r.kind == RouteKind::Unicast)
         .map(|r| DefaultRoute {
-            route: render::route_args(r, Some(&snap)),
+            route: render::route_show(r, Some(&snap)),
             interface: name(r.oif).unwrap_or_else(|| "(multipath)".into()),
             family: r.family(),
             metric: r.metric,

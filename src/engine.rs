@@ -211,6 +211,8 @@ pub fn status<K: Kernel>(
 #[derive(Debug, Clone, Serialize)]
 pub struct CleanReport {
     pub removed: Vec<Op>,
+    #[serde(skip)]
+    pub snapshot: Snapshot,
 }
 
 /// Remove every rule and route carrying symroute's tag, nothing else. Keeps
@@ -233,7 +235,10 @@ pub fn clean<K: Kernel>(k: &mut K, settings: &Settings) -> Result<CleanReport, E
         }
     }
     if errors.is_empty() {
-        Ok(CleanReport { removed })
+        Ok(CleanReport {
+            removed,
+            snapshot: snap,
+        })
     } else {
         Err(EngineError::Clean(errors))
     }

@@ -8,6 +8,7 @@ pub mod diagnose;
 pub mod diff;
 pub mod engine;
 pub mod kernel;
+pub mod lab;
 pub mod model;
 pub mod netlink;
 pub mod netns;

@@ -17,6 +17,67 @@ pub fn rule_args(r: &Rule) -> String {
     s
 }
 
+/// A table number as iproute2 names it.
+pub fn table_name(t: u32) -> String {
+    match t {
+        253 => "default".into(),
+        254 => "main".into(),
+        255 => "local".into(),
+        n => n.to_string(),
+    }
+}
+
+/// A protocol number as iproute2 names the common ones.
+pub fn proto_name(p: u8) -> String {
+    match p {
+        1 => "redirect".into(),
+        2 => "kernel".into(),
+        3 => "boot".into(),
+        4 => "static".into(),
+        9 => "ra".into(),
+        16 => "dhcp".into(),
+        n => n.to_string(),
+    }
+}
+
+/// A rule as `ip rule show` prints it: `3000: from 172.18.0.2 lookup 10001 proto 115`.
+pub fn rule_show(r: &Rule) -> String {
+    let from = match r.src {
+        Some(s) if s.prefix_len() == r.family.host_prefix() => s.addr().to_string(),
+        Some(s) => s.to_string(),
+        None => "all".to_string(),
+    };
+    let mut s = format!("{}: from {from} lookup {}", r.priority, table_name(r.table));
+    if r.other_selectors {
+        s.push_str(" (+ other selectors)");
+    }
+    if r.protocol > 2 {
+        s.push_str(&format!(" proto {}", proto_name(r.protocol)));
+    }
+    s
+}
+
+/// A route as `ip route show` prints it (main's table and kernel's proto left out).
+pub fn route_show(r: &Route, names: Option<&Snapshot>) -> String {
+    let mut s = route_args(r, names);
+    for (from, to) in [
+        (" table 254".to_string(), String::new()),
+        (
+            format!(" table {}", r.table),
+            format!(" table {}", table_name(r.table)),
+        ),
+        (
+            format!(" proto {}", r.protocol),
+            format!(" proto {}", proto_name(r.protocol)),
+        ),
+    ] {
+        if let Some(pos) = s.find(&from) {
+            s.replace_range(pos..pos + from.len(), &to);
+        }
+    }
+    s
+}
+
 fn dev_name(oif: u32, names: Option<&Snapshot>) -> String {
     names
         .and_then(|s| s.link(oif))

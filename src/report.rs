@@ -34,15 +34,6 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-pub fn table_name(t: u32) -> String {
-    match t {
-        254 => "main".into(),
-        253 => "default".into(),
-        255 => "local".into(),
-        n => n.to_string(),
-    }
-}
-
 fn source_word(s: GatewaySource) -> &'static str {
     match s {
         GatewaySource::Given => "given",
@@ -196,7 +187,7 @@ pub fn clean_text(rep: &CleanReport, netns: &str) -> String {
             rep.removed.len()
         );
         for op in &rep.removed {
-            let _ = writeln!(out, "  {}", op_line(op, &Snapshot::default()));
+            let _ = writeln!(out, "  {}", op_line(op, &rep.snapshot));
         }
     }
     out
@@ -225,7 +216,9 @@ pub fn diagnose_text(d: &Diagnosis) -> String {
             a.address.to_string(),
             a.probe.to_string(),
             via,
-            a.table.map(table_name).unwrap_or_else(|| "-".into()),
+            a.table
+                .map(render::table_name)
+                .unwrap_or_else(|| "-".into()),
             a.rule.clone().unwrap_or_else(|| "-".into()),
             if a.strict_rpf_passes { "pass" } else { "DROP" }.into(),
             match a.verdict {
