@@ -80,7 +80,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), DemoError> {
     let dnat = iptables_available();
     writeln!(
         out,
-        "symroute demo: the seed's setup (shared/seed), rebuilt in throwaway network namespaces."
+        "symroute demo: a container on two Docker networks (front-tier, back-tier), rebuilt in throwaway network namespaces."
     )?;
     writeln!(
         out,
