@@ -56,17 +56,24 @@ pub fn diff(
     let want_rules: BTreeSet<&Rule> = desired_rules.iter().collect();
     let have_rules: BTreeSet<&Rule> = actual_rules.iter().collect();
 
-    let add_routes: Vec<&Route> = desired_routes
+    let mut add_routes: Vec<&Route> = desired_routes
         .iter()
         .filter(|w| !actual_routes.iter().any(|h| same_route(w, h)))
         .collect();
+    // The kernel checks a gateway against the routes there when its route is
+    // added: a table's connected routes go in before its gateway routes.
+    add_routes.sort_by_key(|r| r.gateway.is_some());
     let stale_routes: Vec<&Route> = actual_routes
         .iter()
         .filter(|h| !desired_routes.iter().any(|w| same_route(w, h)))
         .collect();
-    let (blocking, other_stale): (Vec<&Route>, Vec<&Route>) = stale_routes
+    let (mut blocking, mut other_stale): (Vec<&Route>, Vec<&Route>) = stale_routes
         .into_iter()
         .partition(|h| add_routes.iter().any(|w| w.key() == h.key()));
+    // A rollback re-adds deleted routes in reverse: delete gateway routes
+    // before connected ones so they come back after them.
+    blocking.sort_by_key(|r| r.gateway.is_none());
+    other_stale.sort_by_key(|r| r.gateway.is_none());
 
     let mut ops = Vec::new();
     ops.extend(blocking.into_iter().map(|r| Op::DelRoute(r.clone())));

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod diff;
 pub mod engine;
+pub mod fake;
 pub mod kernel;
 pub mod lab;
 pub mod model;

@@ -295,27 +295,48 @@ fn assign_tables(
     let mut out: BTreeMap<u32, u32> = BTreeMap::new();
     let mut used: BTreeSet<u32> = BTreeSet::new();
     // Pass 1: a table our routes through this link, or our rules from its
-    // addresses, already use.
-    for link in links {
-        let by_route = snap
-            .tagged_routes(tag)
-            .filter(|r| r.oif == link.index && settings.in_band(r.table))
-            .map(|r| r.table);
-        let by_rule = snap
-            .tagged_rules(tag)
-            .filter(|r| {
-                settings.in_band(r.table)
-                    && r.src.is_some_and(|s| {
-                        s.prefix_len() == Family::of(&s.addr()).host_prefix()
-                            && link.global_addrs().any(|a| a.addr() == s.addr())
+    // addresses, already use. Routes name the link, rules only an address,
+    // which can sit on two links: every link's routes count first.
+    for by_rules in [false, true] {
+        for link in links {
+            if out.contains_key(&link.index) {
+                continue;
+            }
+            let by_route = snap
+                .tagged_routes(tag)
+                .filter(|r| !by_rules && r.oif == link.index && settings.in_band(r.table))
+                .map(|r| r.table);
+            let by_rule = snap
+                .tagged_rules(tag)
+                .filter(|r| {
+                    by_rules
+                        && settings.in_band(r.table)
+                        && r.src.is_some_and(|s| {
+                            s.prefix_len() == Family::of(&s.addr()).host_prefix()
+                                && link.global_addrs().any(|a| a.addr() == s.addr())
+                        })
+                })
+                .map(|r| r.table);
+            let mut candidates: Vec<u32> = by_route.chain(by_rule).collect();
+            candidates.sort_unstable();
+            if by_rules {
+                // First a table whose rules all come from this link's
+                // addresses, then the one most of its addresses point at.
+                let all_mine = |t: u32| {
+                    snap.tagged_rules(tag).filter(|r| r.table == t).all(|r| {
+                        r.src
+                            .is_some_and(|s| link.global_addrs().any(|a| a.addr() == s.addr()))
                     })
-            })
-            .map(|r| r.table);
-        let mut candidates: Vec<u32> = by_route.chain(by_rule).collect();
-        candidates.sort_unstable();
-        if let Some(t) = candidates.into_iter().find(|t| !used.contains(t)) {
-            used.insert(t);
-            out.insert(link.index, t);
+                };
+                let votes = |t: u32| candidates.iter().filter(|c| **c == t).count();
+                let mut ranked = candidates.clone();
+                ranked.sort_by_key(|t| (!all_mine(*t), std::cmp::Reverse(votes(*t)), *t));
+                candidates = ranked;
+            }
+            if let Some(t) = candidates.into_iter().find(|t| !used.contains(t)) {
+                used.insert(t);
+                out.insert(link.index, t);
+            }
         }
     }
     taken.extend(ours);
@@ -505,6 +526,8 @@ pub fn plan(snap: &Snapshot, settings: &Settings, req: &PlanRequest) -> Result<P
         }
     }
     plan.rules.sort();
+    // One address with two prefix lengths (IPv4 allows it) wants one rule.
+    plan.rules.dedup();
     plan.routes.sort();
     Ok(plan)
 }

@@ -139,7 +139,10 @@ impl Settings {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        s.overlay(&cfg)?;
+        s.overlay(&cfg).map_err(|e| SettingsError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         s.validate().map_err(|e| SettingsError::Parse {
             path,
             message: e.to_string(),
