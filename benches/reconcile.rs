@@ -95,7 +95,8 @@ fn whole_process(bin: &Path) {
         let mut c = Command::new(bin);
         c.arg("apply").arg("--netns").arg(&path);
         for h in hints(1) {
-            c.arg("--gateway").arg(format!("{}={}", h.ifname, h.gateway));
+            c.arg("--gateway")
+                .arg(format!("{}={}", h.ifname, h.gateway));
         }
         c
     };
@@ -198,14 +199,18 @@ fn main() {
     );
     raise_fd_limit();
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/symroute");
-    if std::env::args().any(|a| a == "--whole-process") || !std::env::args().any(|a| a == "--library") {
+    if std::env::args().any(|a| a == "--whole-process")
+        || !std::env::args().any(|a| a == "--library")
+    {
         assert!(
             bin.exists(),
             "build the release binary first: cargo build --release"
         );
         whole_process(&bin);
     }
-    if std::env::args().any(|a| a == "--library") || !std::env::args().any(|a| a == "--whole-process") {
+    if std::env::args().any(|a| a == "--library")
+        || !std::env::args().any(|a| a == "--whole-process")
+    {
         for n in [250, 500, 1000] {
             library(n);
         }
