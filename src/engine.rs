@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::diff::{Op, diff};
 use crate::kernel::{Kernel, KernelError, is_already};
 use crate::model::{Route, Rule, Snapshot};
-use crate::plan::{Plan, PlanError, PlanRequest, plan};
+use crate::plan::{Plan, PlanError, PlanRequest, Selection, plan};
 use crate::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,39 @@ fn tagged(snap: &Snapshot, settings: &Settings) -> (Vec<Rule>, Vec<Route>) {
     )
 }
 
+/// The tagged objects a plan is responsible for: all of them, or, for a
+/// single-interface plan, those in its tables, through its link, or from its
+/// addresses.
+fn in_scope(
+    plan: &Plan,
+    request: &PlanRequest,
+    rules: Vec<Rule>,
+    routes: Vec<Route>,
+) -> (Vec<Rule>, Vec<Route>) {
+    if !matches!(request.selection, Selection::Only(_)) {
+        return (rules, routes);
+    }
+    let tables: Vec<u32> = plan.interfaces.iter().map(|i| i.table).collect();
+    let links: Vec<u32> = plan.interfaces.iter().map(|i| i.index).collect();
+    let addrs: Vec<IpAddr> = plan
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addrs.iter().map(|a| a.addr()))
+        .collect();
+    (
+        rules
+            .into_iter()
+            .filter(|r| {
+                tables.contains(&r.table) || r.src.is_some_and(|s| addrs.contains(&s.addr()))
+            })
+            .collect(),
+        routes
+            .into_iter()
+            .filter(|r| tables.contains(&r.table) || links.contains(&r.oif))
+            .collect(),
+    )
+}
+
 /// Read the namespace, waiting up to `wait` for tentative IPv6 addresses on
 /// interfaces the plan would manage.
 fn settled_snapshot<K: Kernel>(k: &mut K, wait: Duration) -> Result<Snapshot, KernelError> {
@@ -152,6 +185,7 @@ pub fn apply<K: Kernel>(k: &mut K, opts: &ApplyOptions) -> Result<ApplyReport, E
     )?;
     let plan = plan(&snap, &opts.settings, &opts.request)?;
     let (rules, routes) = tagged(&snap, &opts.settings);
+    let (rules, routes) = in_scope(&plan, &opts.request, rules, routes);
     let ops = diff(&plan.rules, &plan.routes, &rules, &routes);
     if !opts.dry_run {
         execute_all(k, &ops)?;
@@ -194,6 +228,7 @@ pub fn status<K: Kernel>(
     let snap = k.snapshot()?;
     let plan = plan(&snap, settings, request)?;
     let (rules, routes) = tagged(&snap, settings);
+    let (rules, routes) = in_scope(&plan, request, rules, routes);
     let ops = diff(&plan.rules, &plan.routes, &rules, &routes);
     let (missing, extra): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|o| o.is_add());
     Ok(StatusReport {

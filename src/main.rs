@@ -73,6 +73,7 @@ fn run(cli: Cli) -> Result<u8> {
                 request: PlanRequest {
                     gateways,
                     selection: selection(all_interfaces),
+                    routes: Vec::new(),
                 },
                 dry_run,
                 dad_wait: Duration::from_secs_f64(dad_wait),
@@ -101,6 +102,7 @@ fn run(cli: Cli) -> Result<u8> {
             let req = PlanRequest {
                 gateways,
                 selection: selection(all_interfaces),
+                routes: Vec::new(),
             };
             let rep = engine::status(&mut opened.kernel, &settings, &req)
                 .with_context(|| format!("status of {}", t.path().display()))?;

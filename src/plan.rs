@@ -49,6 +49,29 @@ pub enum Selection {
     MultiHomed,
     /// Every interface with a global address, even a single one.
     All,
+    /// One interface only, whatever the others have (a CNI attachment). The
+    /// plan and the diff then cover only what belongs to that interface.
+    Only(OnlyInterface),
+}
+
+/// The interface of [`Selection::Only`] and how to treat it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnlyInterface {
+    pub ifname: String,
+    /// A table the caller fixes (CNI sbr's `table`); None picks one from the band.
+    pub table: Option<u32>,
+    /// Add the rules only, no routes: the caller fills the table (sbr's `table`
+    /// semantics).
+    pub rules_only: bool,
+}
+
+/// A route the caller wants in an interface's table besides the connected
+/// and default ones (CNI prevResult routes through that interface).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteHint {
+    pub ifname: String,
+    pub dst: IpNet,
+    pub gateway: Option<IpAddr>,
 }
 
 /// What the caller asks for.
@@ -56,6 +79,7 @@ pub enum Selection {
 pub struct PlanRequest {
     pub gateways: Vec<GatewayHint>,
     pub selection: Selection,
+    pub routes: Vec<RouteHint>,
 }
 
 /// Where a gateway came from.
@@ -129,6 +153,16 @@ pub enum PlanError {
         family: Family,
         first: IpAddr,
         second: IpAddr,
+    },
+    #[error("no interface {ifname} in this namespace")]
+    NoSuchInterface { ifname: String },
+    #[error("{ifname} has no global address to route from")]
+    NoAddress { ifname: String },
+    #[error("route {dst} via {gateway} on {ifname}: the gateway is not on {ifname}'s prefixes")]
+    RouteOffLink {
+        ifname: String,
+        dst: IpNet,
+        gateway: IpAddr,
     },
     #[error("no free routing table left in the band {min}-{max} for {ifname}")]
     TablesExhausted { ifname: String, min: u32, max: u32 },
@@ -363,14 +397,33 @@ fn assign_tables(
 pub fn plan(snap: &Snapshot, settings: &Settings, req: &PlanRequest) -> Result<Plan, PlanError> {
     let tag = settings.protocol;
     let given = given_gateways(snap, &req.gateways)?;
-    let candidates: Vec<&Link> = {
-        let mut v: Vec<&Link> = snap
-            .links
-            .iter()
-            .filter(|l| !l.loopback && l.global_addrs().next().is_some())
-            .collect();
-        v.sort_by_key(|l| l.index);
-        v
+    let candidates: Vec<&Link> = match &req.selection {
+        Selection::Only(only) => {
+            let link =
+                snap.link_by_name(&only.ifname)
+                    .ok_or_else(|| PlanError::NoSuchInterface {
+                        ifname: only.ifname.clone(),
+                    })?;
+            if link.global_addrs().next().is_none() {
+                return Err(PlanError::NoAddress {
+                    ifname: only.ifname.clone(),
+                });
+            }
+            vec![link]
+        }
+        _ => {
+            let mut v: Vec<&Link> = snap
+                .links
+                .iter()
+                .filter(|l| !l.loopback && l.global_addrs().next().is_some())
+                .collect();
+            v.sort_by_key(|l| l.index);
+            v
+        }
+    };
+    let (fixed_table, rules_only) = match &req.selection {
+        Selection::Only(o) => (o.table, o.rules_only),
+        _ => (None, false),
     };
     if req.selection == Selection::MultiHomed && candidates.len() < 2 {
         return Ok(Plan {
@@ -382,12 +435,16 @@ pub fn plan(snap: &Snapshot, settings: &Settings, req: &PlanRequest) -> Result<P
             ..Plan::default()
         });
     }
-    let tables = assign_tables(snap, settings, &candidates)?;
+    let mut tables = match fixed_table {
+        Some(t) => candidates.iter().map(|l| (l.index, t)).collect(),
+        None => assign_tables(snap, settings, &candidates)?,
+    };
     let mains = main_defaults(snap);
 
     let mut plan = Plan::default();
     for link in &candidates {
-        let table = tables[&link.index];
+        let table = tables.remove(&link.index).unwrap_or(settings.table_min);
+        let routes_before = plan.routes.len();
         let mut ip = InterfacePlan {
             index: link.index,
             name: link.name.clone(),
@@ -501,6 +558,51 @@ pub fn plan(snap: &Snapshot, settings: &Settings, req: &PlanRequest) -> Result<P
                     ));
                 }
             }
+        }
+        for hint in req.routes.iter().filter(|h| h.ifname == link.name) {
+            let family = Family::of(&hint.dst.addr());
+            if !link.global_addrs().any(|a| a.family() == family) {
+                continue;
+            }
+            if let Some(gw) = hint.gateway
+                && !on_link(link, &gw)
+            {
+                return Err(PlanError::RouteOffLink {
+                    ifname: link.name.clone(),
+                    dst: hint.dst,
+                    gateway: gw,
+                });
+            }
+            let route = Route {
+                table,
+                dst: hint.dst.trunc(),
+                gateway: hint.gateway,
+                oif: link.index,
+                prefsrc: None,
+                scope: if hint.gateway.is_none() && family == Family::V4 {
+                    Scope::Link
+                } else {
+                    Scope::Universe
+                },
+                kind: RouteKind::Unicast,
+                metric: route_metric(family),
+                onlink: false,
+                protocol: tag,
+                multipath: Vec::new(),
+            };
+            if link.up
+                && !plan.routes[routes_before..]
+                    .iter()
+                    .any(|r| r.key() == route.key())
+            {
+                plan.routes.push(route);
+            }
+        }
+        if rules_only {
+            plan.routes.truncate(routes_before);
+            ip.notes.push(format!(
+                "table {table} is fixed by the caller: symroute adds the rules only"
+            ));
         }
         if !link.up {
             ip.notes.push(format!(

@@ -124,6 +124,7 @@ fn hints(h: &[(&str, &str)]) -> PlanRequest {
             })
             .collect(),
         selection: Selection::MultiHomed,
+        routes: Vec::new(),
     }
 }
 
@@ -1295,6 +1296,7 @@ fn build(sc: &Scenario) -> (FakeKernel, ApplyOptions) {
         } else {
             Selection::MultiHomed
         },
+        routes: Vec::new(),
     };
     (k, with_settings(request, settings))
 }

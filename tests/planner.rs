@@ -121,6 +121,7 @@ fn hints(h: &[(&str, &str)]) -> PlanRequest {
             })
             .collect(),
         selection: Selection::MultiHomed,
+        routes: Vec::new(),
     }
 }
 
