@@ -23,7 +23,18 @@ const EXAMPLES_DIAGNOSE: &str = "Exit status: 0 all replies symmetric, 1 some as
 
 Examples:
   symroute diagnose --netns /run/netns/web
+  symroute diagnose --container web
+  symroute diagnose --docker
   symroute diagnose --pid 4242 --json";
+
+const EXAMPLES_DAEMON: &str =
+    "Containers labelled symroute.enable=false are left alone. Rules stay in place
+when the daemon stops (they remain correct); --clean-on-exit removes them.
+
+Examples:
+  symroute daemon
+  symroute daemon --metrics-listen 127.0.0.1:9742 --log-format json
+  symroute daemon --require-label --resync-interval 5m";
 
 const EXAMPLES_DEMO: &str = "Example:
   sudo symroute demo";
@@ -80,6 +91,76 @@ pub struct TargetArgs {
     /// The network namespace of a process (/proc/PID/ns/net)
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
+    /// A Docker container (name or id); its gateways come from Docker
+    #[arg(long, value_name = "NAME|ID")]
+    pub container: Option<String>,
+}
+
+/// Where the Docker Engine API is.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DockerArgs {
+    /// Docker Engine API socket (unix:///path) [default: $DOCKER_HOST, else unix:///var/run/docker.sock]
+    #[arg(long, value_name = "URL")]
+    pub docker_host: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// diagnose's target: a namespace, or every running Docker container.
+#[derive(Debug, Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct DiagnoseTarget {
+    /// A network namespace file, e.g. /run/netns/web
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+    /// The network namespace of a process (/proc/PID/ns/net)
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// A Docker container (name or id)
+    #[arg(long, value_name = "NAME|ID")]
+    pub container: Option<String>,
+    /// Every running Docker container
+    #[arg(long)]
+    pub docker: bool,
+}
+
+impl DiagnoseTarget {
+    /// The single-namespace target, unless --docker.
+    pub fn single(&self) -> Option<TargetArgs> {
+        (!self.docker).then(|| TargetArgs {
+            netns: self.netns.clone(),
+            pid: self.pid,
+            container: self.container.clone(),
+        })
+    }
+}
+
+/// "60s", "5m", "1h", "250ms" or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration such as 60s, 5m, 250ms"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("{s:?}: must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v * mult))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,6 +197,8 @@ pub enum Command {
         /// Allow changing the host's own network namespace (that of PID 1)
         #[arg(long)]
         allow_host_netns: bool,
+        #[command(flatten)]
+        docker: DockerArgs,
     },
     /// Show interfaces, tables, rules and whether the kernel matches the plan (exit 1 when not)
     #[command(after_help = EXAMPLES_STATUS)]
@@ -131,6 +214,8 @@ pub enum Command {
         /// Print as JSON
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        docker: DockerArgs,
     },
     /// Remove every rule and route carrying symroute's tag, nothing else
     #[command(after_help = EXAMPLES_CLEAN)]
@@ -140,15 +225,40 @@ pub enum Command {
         /// Allow changing the host's own network namespace (that of PID 1)
         #[arg(long)]
         allow_host_netns: bool,
+        #[command(flatten)]
+        docker: DockerArgs,
     },
     /// Show which way each reply would leave, and why the default route is where it is
     #[command(after_help = EXAMPLES_DIAGNOSE)]
     Diagnose {
         #[command(flatten)]
-        target: TargetArgs,
+        target: DiagnoseTarget,
         /// Print as JSON
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        docker_args: DockerArgs,
+    },
+    /// Watch Docker and keep every multi-homed container symmetric
+    #[command(after_help = EXAMPLES_DAEMON)]
+    Daemon {
+        #[command(flatten)]
+        docker: DockerArgs,
+        /// How often to re-read every container, e.g. 60s, 5m
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        resync_interval: std::time::Duration,
+        /// Manage only containers labelled symroute.enable=true
+        #[arg(long)]
+        require_label: bool,
+        /// Serve Prometheus metrics at http://ADDR/metrics (off by default)
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
+        /// Log format
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+        /// On SIGTERM/SIGINT, remove symroute's rules and routes from every managed container
+        #[arg(long)]
+        clean_on_exit: bool,
     },
     /// Rebuild the seed's broken setup in throwaway namespaces, fix it, and show each step
     #[command(after_help = EXAMPLES_DEMO)]

@@ -183,6 +183,17 @@ pub fn apply<K: Kernel>(k: &mut K, opts: &ApplyOptions) -> Result<ApplyReport, E
             opts.dad_wait
         },
     )?;
+    apply_to(k, snap, opts)
+}
+
+/// [`apply`] on a snapshot the caller just read (no DAD wait): for callers
+/// that need the snapshot first, such as the Docker daemon matching
+/// interfaces by MAC.
+pub fn apply_to<K: Kernel>(
+    k: &mut K,
+    snap: Snapshot,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport, EngineError> {
     let plan = plan(&snap, &opts.settings, &opts.request)?;
     let (rules, routes) = tagged(&snap, &opts.settings);
     let (rules, routes) = in_scope(&plan, &opts.request, rules, routes);

@@ -3,9 +3,11 @@
 //! `from <address>` rules, applied from the host.
 
 pub mod cli;
+pub mod daemon;
 pub mod demo;
 pub mod diagnose;
 pub mod diff;
+pub mod docker;
 pub mod engine;
 pub mod fake;
 pub mod kernel;

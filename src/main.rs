@@ -6,11 +6,15 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser};
 
-use symroute::cli::{Cli, Command, SettingsArgs, Shell, TargetArgs};
+use symroute::cli::{Cli, Command, DockerArgs, LogFormat, SettingsArgs, Shell, TargetArgs};
+use symroute::daemon::{self, DaemonOptions};
+use symroute::docker::model::NetworkMode;
+use symroute::docker::{self as dock, DockerClient};
 use symroute::engine::{self, ApplyOptions};
-use symroute::plan::{PlanRequest, Selection};
+use symroute::kernel::Kernel;
+use symroute::plan::{GatewayHint, PlanRequest, Selection};
 use symroute::settings::{ConfigFile, Settings};
-use symroute::target::{self, Target};
+use symroute::target::{self, Opened, Target};
 use symroute::{diagnose, report};
 
 /// Exit codes scripts rely on.
@@ -29,13 +33,89 @@ fn settings(args: &SettingsArgs) -> Result<Settings> {
     Ok(s)
 }
 
-fn target(t: &TargetArgs) -> Target {
-    match (&t.netns, t.pid) {
-        (Some(p), _) => Target::Netns(p.clone()),
-        (None, Some(pid)) => Target::Pid(pid),
-        // clap's group makes one of them required.
-        (None, None) => Target::Pid(0),
+/// A single-thread runtime for the Docker API calls of one command.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// A resolved target: the namespace, and for a container what Docker says.
+struct Resolved {
+    target: Target,
+    container: Option<dock::ContainerInfo>,
+}
+
+fn resolve(t: &TargetArgs, docker: &DockerArgs) -> Result<Resolved> {
+    if let Some(p) = &t.netns {
+        return Ok(Resolved {
+            target: Target::Netns(p.clone()),
+            container: None,
+        });
     }
+    if let Some(pid) = t.pid {
+        return Ok(Resolved {
+            target: Target::Pid(pid),
+            container: None,
+        });
+    }
+    let Some(name) = &t.container else {
+        anyhow::bail!("no target: give --netns, --pid or --container");
+    };
+    let rt = runtime()?;
+    let info = rt.block_on(async {
+        let client = DockerClient::connect(docker.docker_host.as_deref()).await?;
+        let mut info = client.inspect(name).await?;
+        // container:<owner> shares the owner's namespace: work on the owner.
+        if let NetworkMode::Container(owner) = &info.mode {
+            info = client.inspect(owner).await?;
+        }
+        Ok::<_, dock::DockerError>(info)
+    })?;
+    match info.mode {
+        NetworkMode::Host => anyhow::bail!(
+            "container {}: network mode host: it uses the host's own namespace, which symroute never changes",
+            info.label()
+        ),
+        NetworkMode::None => anyhow::bail!("container {}: network mode none", info.label()),
+        _ => {}
+    }
+    let Some(pid) = info.pid.filter(|_| info.running) else {
+        anyhow::bail!("container {} is not running", info.label());
+    };
+    Ok(Resolved {
+        target: Target::Pid(pid),
+        container: Some(info),
+    })
+}
+
+/// Gateways for the plan: Docker's (by MAC) for a container, then the
+/// command line's, which win for the same interface and family.
+fn merge_gateways(
+    resolved: &Resolved,
+    opened: &mut Opened,
+    given: Vec<GatewayHint>,
+) -> Result<Vec<GatewayHint>> {
+    let Some(info) = &resolved.container else {
+        return Ok(given);
+    };
+    let snap = opened.kernel.snapshot()?;
+    let (req, warnings) = dock::plan_request(info, &snap);
+    for w in warnings {
+        eprintln!("symroute: warning: {w}");
+    }
+    let mut out: Vec<GatewayHint> = req
+        .gateways
+        .into_iter()
+        .filter(|d| {
+            !given
+                .iter()
+                .any(|g| g.ifname == d.ifname && g.gateway.is_ipv4() == d.gateway.is_ipv4())
+        })
+        .collect();
+    out.extend(given);
+    Ok(out)
 }
 
 fn selection(all: bool) -> Selection {
@@ -61,13 +141,16 @@ fn run(cli: Cli) -> Result<u8> {
             json,
             dad_wait,
             allow_host_netns,
+            docker,
         } => {
             let settings = settings(&cli.settings)?;
-            let t = target(&t);
             if !(0.0..=600.0).contains(&dad_wait) {
                 anyhow::bail!("--dad-wait {dad_wait}: expected 0 to 600 seconds");
             }
+            let resolved = resolve(&t, &docker)?;
+            let t = resolved.target.clone();
             let mut opened = target::open(&t, !dry_run, allow_host_netns)?;
+            let gateways = merge_gateways(&resolved, &mut opened, gateways)?;
             let opts = ApplyOptions {
                 settings,
                 request: PlanRequest {
@@ -95,10 +178,13 @@ fn run(cli: Cli) -> Result<u8> {
             gateways,
             all_interfaces,
             json,
+            docker,
         } => {
             let settings = settings(&cli.settings)?;
-            let t = target(&t);
+            let resolved = resolve(&t, &docker)?;
+            let t = resolved.target.clone();
             let mut opened = target::open(&t, false, true)?;
+            let gateways = merge_gateways(&resolved, &mut opened, gateways)?;
             let req = PlanRequest {
                 gateways,
                 selection: selection(all_interfaces),
@@ -119,9 +205,10 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Clean {
             target: t,
             allow_host_netns,
+            docker,
         } => {
             let settings = settings(&cli.settings)?;
-            let t = target(&t);
+            let t = resolve(&t, &docker)?.target;
             let mut opened = target::open(&t, true, allow_host_netns)?;
             let rep = engine::clean(&mut opened.kernel, &settings)
                 .with_context(|| format!("clean {}", t.path().display()))?;
@@ -131,8 +218,16 @@ fn run(cli: Cli) -> Result<u8> {
             );
             Ok(EXIT_OK)
         }
-        Command::Diagnose { target: t, json } => {
-            let t = target(&t);
+        Command::Diagnose {
+            target: dt,
+            json,
+            docker_args,
+        } => {
+            let single = dt.single().filter(|t| t.container.is_none());
+            let Some(t) = single else {
+                return diagnose_docker(dt.container.as_deref(), &docker_args, json);
+            };
+            let t = resolve(&t, &docker_args)?.target;
             let mut opened = target::open(&t, false, true)?;
             let fix = format!("symroute apply {}", t.as_args());
             let d = diagnose::diagnose(&mut opened.kernel, &fix)
@@ -143,6 +238,45 @@ fn run(cli: Cli) -> Result<u8> {
                 print!("{}", report::diagnose_text(&d));
             }
             Ok(if d.symmetric { EXIT_OK } else { EXIT_FINDING })
+        }
+        Command::Daemon {
+            docker,
+            resync_interval,
+            require_label,
+            metrics_listen,
+            log_format,
+            clean_on_exit,
+        } => {
+            let settings = settings(&cli.settings)?;
+            init_logging(log_format);
+            let opts = DaemonOptions {
+                docker_host: docker.docker_host,
+                resync_interval,
+                require_label,
+                metrics_listen,
+                clean_on_exit,
+                settings,
+            };
+            let rt = runtime()?;
+            rt.block_on(async {
+                let shutdown = async {
+                    let term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+                    match term {
+                        Ok(mut term) => {
+                            tokio::select! {
+                                _ = term.recv() => {}
+                                _ = tokio::signal::ctrl_c() => {}
+                            }
+                        }
+                        Err(_) => {
+                            let _ = tokio::signal::ctrl_c().await;
+                        }
+                    }
+                };
+                daemon::run(opts, shutdown).await
+            })?;
+            Ok(EXIT_OK)
         }
         Command::Demo => {
             symroute::demo::run(&mut std::io::stdout())?;
@@ -194,6 +328,54 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SYMROUTE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// `diagnose --docker` (every running container) or `--container NAME`.
+fn diagnose_docker(name: Option<&str>, docker: &DockerArgs, json: bool) -> Result<u8> {
+    let rt = runtime()?;
+    let results = rt.block_on(async {
+        let client = DockerClient::connect(docker.docker_host.as_deref()).await?;
+        let ids = match name {
+            Some(n) => vec![n.to_string()],
+            None => client.running().await?,
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            match dock::diagnose::diagnose_container(&client, &id).await {
+                Ok(d) => out.push(d),
+                // Gone between list and inspect: not an error of --docker.
+                Err(dock::DockerError::NoSuchContainer(_)) if name.is_none() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok::<_, dock::DockerError>(out)
+    })?;
+    if json {
+        print_json(&results)?;
+    } else if results.is_empty() {
+        println!("no running containers");
+    } else {
+        let texts: Vec<String> = results.iter().map(dock::diagnose::text).collect();
+        print!("{}", texts.join("\n"));
+    }
+    Ok(if results.iter().all(|d| d.symmetric) {
+        EXIT_OK
+    } else {
+        EXIT_FINDING
+    })
+}
+
 /// The error and its causes on one line. Library errors already end with
 /// their cause's text, so a cause already said is not repeated.
 fn error_text(e: &anyhow::Error) -> String {
@@ -212,6 +394,12 @@ fn error_text(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // The same binary is the CNI plugin: a runtime runs /opt/cni/bin/symroute
+    // (this binary, installed or copied there) with CNI_COMMAND set and the
+    // network configuration on standard input. See docs/cni.md.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        return ExitCode::from(symroute::cni::main_from_process());
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),

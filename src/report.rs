@@ -91,6 +91,11 @@ fn notes(plan: &Plan) -> String {
     out
 }
 
+/// One operation, with interface names from `snap`: `+ rule from ...`.
+pub fn op_text(op: &Op, snap: &Snapshot) -> String {
+    op_line(op, snap)
+}
+
 fn op_line(op: &Op, snap: &Snapshot) -> String {
     match op {
         Op::AddRoute(r) => format!("+ route {}", render::route_args(r, Some(snap))),
