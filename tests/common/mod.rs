@@ -25,6 +25,8 @@ use symroute::kernel::{Kernel, NetlinkKernel};
 use symroute::lab::{LabError, Ns};
 use symroute::model::{Route, Rule, Snapshot};
 
+pub mod docker;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_symroute");
 /// symroute's default protocol tag.
@@ -79,9 +81,10 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 /// the tests see.
 fn empty_config() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
+    // One shared, always-empty file: every test process writes the same
+    // (empty) content, so nothing accumulates between runs.
     PATH.get_or_init(|| {
-        let dir = scratch_dir("empty-config");
-        let path = dir.join("config.toml");
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("symroute-empty-config.toml");
         std::fs::write(&path, "").unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         path
     })
