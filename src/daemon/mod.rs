@@ -71,6 +71,8 @@ struct Daemon {
     metrics: Arc<Metrics>,
     kernel_tx: mpsc::Sender<String>,
     retry_tx: mpsc::Sender<String>,
+    /// Consecutive failures per container, for the retry backoff.
+    failures: HashMap<String, u32>,
 }
 
 fn now_nanos() -> i64 {
@@ -82,18 +84,24 @@ fn now_nanos() -> i64 {
 
 impl Daemon {
     fn release(&mut self, id: &str, why: &str) {
+        self.failures.remove(id);
         if let Some(m) = self.managed.remove(id) {
             info!(container = %m.info.label(), reason = why, "released");
         }
         self.metrics.set_managed(self.managed.len());
     }
 
-    /// Ask again in a second (a container between states, a transient error).
-    fn retry_later(&self, id: &str) {
+    /// Ask again later (a container between states, a transient error):
+    /// after 1 s, doubling per consecutive failure up to 60 s; the periodic
+    /// resync covers the rest.
+    fn retry_later(&mut self, id: &str) {
+        let n = self.failures.entry(id.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let delay = Duration::from_secs(1u64 << (*n - 1).min(6)).min(Duration::from_secs(60));
         let tx = self.retry_tx.clone();
         let id = id.to_string();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(delay).await;
             let _ = tx.send(id).await;
         });
     }
@@ -225,6 +233,7 @@ impl Daemon {
             .join(",");
         match result {
             Ok(rep) => {
+                self.failures.remove(id);
                 let outcome = if rep.ops.is_empty() {
                     Outcome::Unchanged
                 } else {
@@ -371,6 +380,7 @@ pub async fn run(
         metrics: metrics.clone(),
         kernel_tx,
         retry_tx,
+        failures: HashMap::new(),
     };
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(250);
