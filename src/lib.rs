@@ -3,6 +3,7 @@
 //! `from <address>` rules, applied from the host.
 
 pub mod cli;
+pub mod cni;
 pub mod daemon;
 pub mod demo;
 pub mod diagnose;

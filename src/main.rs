@@ -394,6 +394,12 @@ fn error_text(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // The same binary is the CNI plugin: a runtime runs /opt/cni/bin/symroute
+    // (this binary, installed or copied there) with CNI_COMMAND set and the
+    // network configuration on standard input. See docs/cni.md.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        return ExitCode::from(symroute::cni::main_from_process());
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
