@@ -6,14 +6,17 @@
 # network namespace with nsenter and adds, per network, a table with a default
 # route via that network's gateway and a `from <address>` rule: the commands
 # people paste into host scripts. The interface is found by MAC address.
+# Its objects carry protocol 116, so they are told apart from symroute's (115).
 #
 # Usage: DOCKER_HOST=unix:///path/docker.sock baseline-events-nsenter.sh
+# (DOCKER=/path/to/docker picks the CLI; default: the first docker in PATH).
 set -u
-docker events --filter type=container --filter event=start --format '{{.ID}}' |
+docker=${DOCKER:-docker}
+"$docker" events --filter type=container --filter event=start --format '{{.ID}}' |
 while read -r id; do
-  pid=$(docker inspect -f '{{.State.Pid}}' "$id") || continue
+  pid=$("$docker" inspect -f '{{.State.Pid}}' "$id") || continue
   table=100
-  docker inspect -f '{{range $n, $e := .NetworkSettings.Networks}}{{$e.IPAddress}} {{$e.IPPrefixLen}} {{$e.Gateway}} {{$e.MacAddress}}
+  "$docker" inspect -f '{{range $n, $e := .NetworkSettings.Networks}}{{$e.IPAddress}} {{$e.IPPrefixLen}} {{$e.Gateway}} {{$e.MacAddress}}
 {{end}}' "$id" |
   while read -r ip len gw mac; do
     [ -n "$ip" ] || continue

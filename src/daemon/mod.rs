@@ -195,11 +195,15 @@ impl Daemon {
         } else if let Some(m) = self.managed.get_mut(&info.id) {
             m.info = info.clone();
         }
-        self.converge(&info.id, since);
+        self.converge(&info.id, since, true);
     }
 
     /// Apply the plan to a managed container from what is cached about it.
-    fn converge(&mut self, id: &str, since: Option<i64>) {
+    /// `fresh`: the cache was just read from Docker. Otherwise (a kernel
+    /// notification) Docker's own event may still be on its way: an
+    /// interface that vanished in a `docker network disconnect` is expected,
+    /// not worth a warning.
+    fn converge(&mut self, id: &str, since: Option<i64>, fresh: bool) {
         let settings = self.opts.settings;
         let Some(m) = self.managed.get_mut(id) else {
             return;
@@ -212,7 +216,11 @@ impl Daemon {
             .and_then(|snap| {
                 let (request, warnings) = plan_request(&m.info, &snap);
                 for w in warnings {
-                    warn!(container = %m.info.label(), "{w}");
+                    if fresh {
+                        warn!(container = %m.info.label(), "{w}");
+                    } else {
+                        debug!(container = %m.info.label(), "{w} (Docker's event may follow)");
+                    }
                 }
                 let opts = ApplyOptions {
                     settings,
@@ -437,7 +445,7 @@ pub async fn run(
                         }
                     }
                     for id in ids {
-                        d.converge(&id, None);
+                        d.converge(&id, None, false);
                     }
                 }
                 Some(id) = retry_rx.recv() => d.reconcile(&client, &id, None).await,

@@ -237,6 +237,7 @@ impl DockerLabBuilder {
             dir,
             tag,
             dockerd: None,
+            dockerd_args: self.args,
             pid: 0,
             image_ready: Mutex::new(false),
             stopped: false,
@@ -244,7 +245,7 @@ impl DockerLabBuilder {
             _not_send: PhantomData,
         };
         // From here on, a panic drops `lab`, which tears down what exists.
-        lab.spawn_dockerd(&self.args);
+        lab.spawn_dockerd();
         lab.wait_ready();
         lab.check_pidfile();
         lab
@@ -262,6 +263,8 @@ pub struct DockerLab {
     /// The folder's name, also the containers' cgroup parent.
     tag: String,
     dockerd: Option<Child>,
+    /// The builder's extra dockerd arguments (reused by a restart).
+    dockerd_args: Vec<String>,
     pid: u32,
     image_ready: Mutex<bool>,
     stopped: bool,
@@ -345,11 +348,15 @@ impl DockerLab {
         ping(&self.socket_path())
     }
 
-    fn spawn_dockerd(&mut self, extra: &[String]) {
+    fn spawn_dockerd(&mut self) {
         let config = self.dir.join("daemon.json");
         fs::write(&config, "{}\n").unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
-        let log = fs::File::create(self.log_path())
-            .unwrap_or_else(|e| panic!("create {}: {e}", self.log_path().display()));
+        // Appended to: a restarted dockerd keeps the first one's log.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.log_path().display()));
         let log2 = log
             .try_clone()
             .unwrap_or_else(|e| panic!("dup dockerd log: {e}"));
@@ -366,7 +373,7 @@ impl DockerLab {
             "--shutdown-timeout=3".to_string(),
             "--log-level=warn".to_string(),
         ];
-        args.extend(extra.iter().cloned());
+        args.extend(self.dockerd_args.iter().cloned());
         let mut cmd = self.ns.command(DOCKERD);
         cmd.args(&args)
             .stdin(Stdio::null())
@@ -715,6 +722,29 @@ impl DockerLab {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stop dockerd cleanly (SIGTERM, as on `systemctl restart docker`: it
+    /// stops the containers and its containerd) and start a new one with the
+    /// same folder, socket, arguments and namespace; wait until it answers.
+    /// Containers with a restart policy come back, as after a host's restart.
+    /// Panics (the lab is torn down by its Drop) when the old dockerd does
+    /// not exit within [`STOP_TIMEOUT`] or the new one does not answer.
+    pub fn restart_dockerd(&mut self) {
+        if self.dockerd_running() {
+            let mut report = StopReport::default();
+            self.stop_dockerd(&mut report);
+            assert!(
+                report.problems.is_empty(),
+                "restart: stopping dockerd: {:?}",
+                report.problems
+            );
+        } else if let Some(child) = self.dockerd.as_mut() {
+            let _ = child.try_wait();
+        }
+        self.spawn_dockerd();
+        self.wait_ready();
+        self.check_pidfile();
     }
 
     /// Tear the lab down now and report what it took.
