@@ -602,6 +602,8 @@ fn start_baseline(lab: &DockerLab) -> Proc {
 struct Run {
     /// Event-to-rules latencies, ns.
     latencies: Vec<i64>,
+    /// The start events' timestamps (CLOCK_REALTIME, ns), in the same order.
+    events_at: Vec<i64>,
     /// Measurements where the rules were complete at the watcher's first look.
     first_look: usize,
     ids: Vec<String>,
@@ -622,6 +624,7 @@ fn measure(
     watcher.expect(tag, 2);
     let mut run = Run {
         latencies: Vec::new(),
+        events_at: Vec::new(),
         first_look: 0,
         ids: Vec::new(),
     };
@@ -644,6 +647,7 @@ fn measure(
             continue; // warm-up
         }
         run.latencies.push(seen.at_ns - t0);
+        run.events_at.push(t0);
         run.first_look += usize::from(seen.at_first_look);
         if i % 50 == 0 {
             eprintln!("  {prefix}: {i}/{n}");
@@ -698,6 +702,16 @@ fn status_field(pid: u32, key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The machine's 1-minute load average (the machine may be shared).
+fn load() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -745,7 +759,7 @@ fn main() {
     let events = StartEvents::start(&lab);
     let watcher = RuleWatcher::start(lab.dir().join("exec/netns"));
     println!(
-        "lab ready in {:.1} s; dockerd {}; {} + {} starts",
+        "lab ready in {:.1} s; dockerd {}; {} + {} starts; load average {}",
         t_all.elapsed().as_secs_f64(),
         lab.docker_ok([
             "version",
@@ -753,20 +767,23 @@ fn main() {
             "{{.Server.Version}} (API {{.Server.APIVersion}})"
         ]),
         starts,
-        baseline_starts
+        baseline_starts,
+        load()
     );
 
     // Phase 1: symroute daemon.
     let (mut daemon, addr) = start_daemon(&lab);
     let daemon_started = Instant::now();
+    let daemon_started_ns = realtime_ns();
     let netns = Netns::open(lab.ns().path()).expect("lab ns");
     wait_metric(&netns, addr, "symroute_docker_connected", 1.0);
     let t = Instant::now();
     let sym = measure(&lab, &events, &watcher, "sym", SYMROUTE_TAG, starts);
     println!(
-        "symroute phase: {} starts in {:.1} s",
+        "symroute phase: {} starts in {:.1} s (load average now {})",
         starts,
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        load()
     );
     wait_metric(
         &netns,
@@ -816,9 +833,10 @@ fn main() {
         baseline_starts,
     );
     println!(
-        "baseline phase: {} starts in {:.1} s",
+        "baseline phase: {} starts in {:.1} s (load average now {})",
         baseline_starts,
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        load()
     );
     baseline.stop();
     remove_all(&socket, &base.ids);
@@ -835,6 +853,22 @@ fn main() {
         b[2] / s[2]
     );
     println!("symroute's own histogram: mean {:.2} ms", own * 1e3);
+    // Where the slowest starts fell: the daemon resyncs every 60 s from its
+    // start, and an event arriving meanwhile waits for that resync.
+    let mut worst: Vec<(i64, i64)> = sym
+        .latencies
+        .iter()
+        .copied()
+        .zip(sym.events_at.iter().copied())
+        .collect();
+    worst.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
+    for (lat, at) in worst.iter().take(3) {
+        println!(
+            "  slow: {:.2} ms, event {:.2} s after the daemon started",
+            *lat as f64 / 1e6,
+            (*at - daemon_started_ns) as f64 / 1e9
+        );
+    }
     println!(
         "daemon with {} managed containers: VmRSS {rss}, VmHWM {hwm}, {fds} fds",
         sym.ids.len()
