@@ -122,9 +122,9 @@ fn in_scope(
     )
 }
 
-/// Read the namespace, waiting up to `wait` for tentative IPv6 addresses on
-/// interfaces the plan would manage.
-fn settled_snapshot<K: Kernel>(k: &mut K, wait: Duration) -> Result<Snapshot, KernelError> {
+/// Read the namespace, waiting up to `wait` while an IPv6 global address is
+/// still tentative (DAD): routes from such an address fail.
+pub fn settled_snapshot<K: Kernel>(k: &mut K, wait: Duration) -> Result<Snapshot, KernelError> {
     let deadline = Instant::now() + wait;
     loop {
         let snap = k.snapshot()?;
@@ -137,7 +137,7 @@ fn settled_snapshot<K: Kernel>(k: &mut K, wait: Duration) -> Result<Snapshot, Ke
         if !tentative || Instant::now() >= deadline {
             return Ok(snap);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -386,10 +386,6 @@ fn del_rule(state: &mut Snapshot, r: &Rule) -> Result<(), i32> {
     Ok(())
 }
 
-fn is_link_local_v6(a: &IpAddr) -> bool {
-    matches!(a, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
-}
-
 /// The scope the netlink adapter puts in the message.
 fn message_scope(r: &Route) -> Scope {
     match (r.family(), r.scope) {
@@ -451,7 +447,7 @@ fn add_route(state: &mut Snapshot, r: &Route) -> Result<(), i32> {
             return Err(libc::EINVAL);
         }
         let reachable = new.onlink
-            || is_link_local_v6(&gw)
+            || crate::model::is_link_local_v6(&gw)
             || covers_gateway(state, new.table, new.oif, &gw)
             || covers_gateway(state, RT_TABLE_MAIN, new.oif, &gw);
         if !reachable {

@@ -115,13 +115,6 @@ fn to_route_addr(a: IpAddr) -> RouteAddress {
     }
 }
 
-fn unspecified(f: Family) -> IpAddr {
-    match f {
-        Family::V4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        Family::V6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-    }
-}
-
 fn proto_u8(p: RouteProtocol) -> u8 {
     u8::from(p)
 }
@@ -207,7 +200,7 @@ pub(crate) fn parse_rule(m: &RuleMessage) -> Option<Rule> {
 
 pub(crate) fn parse_route(m: &RouteMessage) -> Option<Route> {
     let family = family_of(m.header.address_family)?;
-    let mut dst = unspecified(family);
+    let mut dst = family.unspecified();
     let mut route = Route {
         table: u32::from(m.header.table),
         dst: IpNet::new(dst, m.header.destination_prefix_length).ok()?,

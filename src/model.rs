@@ -34,6 +34,14 @@ impl Family {
         }
     }
 
+    /// 0.0.0.0 or ::.
+    pub fn unspecified(self) -> IpAddr {
+        match self {
+            Family::V4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            Family::V6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        }
+    }
+
     pub fn host_prefix(self) -> u8 {
         match self {
             Family::V4 => 32,
@@ -195,6 +203,11 @@ impl Snapshot {
     pub fn tagged_routes(&self, protocol: u8) -> impl Iterator<Item = &Route> {
         self.routes.iter().filter(move |r| r.protocol == protocol)
     }
+}
+
+/// An IPv6 link-local address (fe80::/10): on-link on any interface.
+pub fn is_link_local_v6(a: &IpAddr) -> bool {
+    matches!(a, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
 }
 
 pub const RT_TABLE_MAIN: u32 = 254;

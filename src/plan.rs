@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::model::{Family, Link, RT_TABLE_MAIN, Route, RouteKind, Rule, Scope, Snapshot};
+use crate::model::{
+    Family, Link, RT_TABLE_MAIN, Route, RouteKind, Rule, Scope, Snapshot, is_link_local_v6,
+};
 use crate::settings::Settings;
 
 /// A gateway the caller names for an interface (`--gateway eth1=172.18.0.1`).
@@ -175,10 +177,6 @@ pub enum PlanError {
         metric: u32,
         protocol: u8,
     },
-}
-
-fn is_link_local_v6(a: &IpAddr) -> bool {
-    matches!(a, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
 }
 
 /// Metric symroute gives its routes (see [`Route::metric`]).
@@ -537,7 +535,7 @@ pub fn plan(snap: &Snapshot, settings: &Settings, req: &PlanRequest) -> Result<P
                     if link.up {
                         plan.routes.push(Route {
                             table,
-                            dst: IpNet::new(unspecified(family), 0).expect("prefix 0 is valid"),
+                            dst: IpNet::new(family.unspecified(), 0).expect("prefix 0 is valid"),
                             gateway: Some(gw),
                             oif: link.index,
                             prefsrc: None,
@@ -632,11 +630,4 @@ pub fn plan(snap: &Snapshot, settings: &Settings, req: &PlanRequest) -> Result<P
     plan.rules.dedup();
     plan.routes.sort();
     Ok(plan)
-}
-
-fn unspecified(family: Family) -> IpAddr {
-    match family {
-        Family::V4 => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-        Family::V6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-    }
 }

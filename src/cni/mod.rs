@@ -454,28 +454,6 @@ fn rules_and_routes(sock: &mut crate::netlink::NlSocket) -> Result<Snapshot, Cni
     Ok(snap)
 }
 
-/// Read the namespace, waiting up to `wait` while an IPv6 address is still
-/// tentative (DAD): routes from such an address fail.
-fn settled_snapshot(
-    k: &mut NetlinkKernel,
-    wait: std::time::Duration,
-) -> Result<Snapshot, crate::kernel::KernelError> {
-    let deadline = std::time::Instant::now() + wait;
-    loop {
-        let snap = k.snapshot()?;
-        let tentative = snap
-            .links
-            .iter()
-            .filter(|l| !l.loopback)
-            .flat_map(|l| l.global_addrs())
-            .any(|a| a.tentative);
-        if !tentative || std::time::Instant::now() >= deadline {
-            return Ok(snap);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 fn snapshot_of(k: &mut NetlinkKernel) -> Result<Snapshot, CniError> {
     k.snapshot().map_err(|e| {
         CniError::with_details(code::KERNEL, "read the namespace's state", e.to_string())
@@ -637,7 +615,7 @@ fn add(req: &Request<'_>, stdout: &mut dyn Write, log: &mut Log<'_>) -> Result<(
         .map_err(|e| CniError::with_details(code::BAD_ENV, "CNI_NETNS", e.to_string()))?;
     let _lock = state::lock(&ns, req.opts.lock_timeout)?;
     let mut k = kernel_of(&ns)?;
-    let snap = settled_snapshot(&mut k, req.opts.dad_wait).map_err(|e| {
+    let snap = crate::engine::settled_snapshot(&mut k, req.opts.dad_wait).map_err(|e| {
         CniError::with_details(code::KERNEL, "read the namespace's state", e.to_string())
     })?;
     let link = snap.link_by_name(ifname).ok_or_else(|| {

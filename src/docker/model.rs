@@ -297,7 +297,7 @@ pub fn plan_request(c: &ContainerInfo, snap: &Snapshot) -> (PlanRequest, Vec<Str
             // Only a gateway the interface can reach; Docker reports the
             // network's gateway even for an address it did not assign.
             let reachable = link.global_addrs().any(|x| x.net.trunc().contains(&gw))
-                || matches!(gw, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+                || crate::model::is_link_local_v6(&gw);
             if reachable {
                 gateways.push(GatewayHint {
                     ifname: link.name.clone(),
