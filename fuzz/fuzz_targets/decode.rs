@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use symroute::cni::types;
+use symroute_cni::types;
 
 fuzz_target!(|data: &[u8]| {
     match types::decode(data) {

@@ -1,0 +1,243 @@
+//! The Docker Engine API adapter (bollard): connect with version negotiation,
+//! list, inspect, follow events. Everything it returns is symroute's own
+//! types from [`crate::model`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use bollard::Docker;
+use bollard::models::{EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+
+use crate::model::{ContainerInfo, InspectError};
+
+/// Default Engine API socket.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// Seconds before an API call gives up.
+const API_TIMEOUT: u64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("Docker socket {path}: {message}")]
+    Connect { path: String, message: String },
+    #[error("Docker host {0:?}: only unix sockets are supported (unix:///path or a path)")]
+    Unsupported(String),
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    #[error("no such network: {0}")]
+    NoSuchNetwork(String),
+    #[error("Docker API {what}: {source}")]
+    Api {
+        what: String,
+        source: bollard::errors::Error,
+    },
+    #[error(transparent)]
+    Inspect(#[from] InspectError),
+}
+
+/// A Docker event symroute acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    Start,
+    Die,
+    Destroy,
+    Connect,
+    Disconnect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub kind: EventKind,
+    /// Container id.
+    pub container: String,
+    /// Network id for connect and disconnect.
+    pub network: Option<String>,
+    /// The engine's timestamp, nanoseconds since the epoch.
+    pub time_nano: i64,
+}
+
+/// Turn an Engine API event into one symroute acts on (None for the rest).
+pub fn event_from(m: &EventMessage) -> Option<Event> {
+    let action = m.action.as_deref()?;
+    let actor = m.actor.as_ref()?;
+    let time_nano = m
+        .time_nano
+        .or_else(|| m.time.map(|t| t.saturating_mul(1_000_000_000)))
+        .unwrap_or(0);
+    match m.typ {
+        Some(EventMessageTypeEnum::CONTAINER) => {
+            let kind = match action {
+                "start" => EventKind::Start,
+                "die" => EventKind::Die,
+                "destroy" => EventKind::Destroy,
+                _ => return None,
+            };
+            Some(Event {
+                kind,
+                container: actor.id.clone()?,
+                network: None,
+                time_nano,
+            })
+        }
+        Some(EventMessageTypeEnum::NETWORK) => {
+            let kind = match action {
+                "connect" => EventKind::Connect,
+                "disconnect" => EventKind::Disconnect,
+                _ => return None,
+            };
+            let container = actor.attributes.as_ref()?.get("container")?.clone();
+            Some(Event {
+                kind,
+                container,
+                network: actor.id.clone(),
+                time_nano,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A network, as Docker-aware diagnosis needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub internal: bool,
+    pub enable_ipv6: bool,
+    pub subnets: Vec<String>,
+    pub options: BTreeMap<String, String>,
+}
+
+/// Where the Engine API is: `--docker-host`, else DOCKER_HOST, else the
+/// default socket.
+pub fn socket_path(host: Option<&str>) -> Result<String, DockerError> {
+    let h = host
+        .map(str::to_string)
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
+    if let Some(p) = h.strip_prefix("unix://") {
+        Ok(p.to_string())
+    } else if h.starts_with('/') {
+        Ok(h)
+    } else {
+        Err(DockerError::Unsupported(h))
+    }
+}
+
+/// A connection to the Engine API.
+#[derive(Clone)]
+pub struct DockerClient {
+    docker: Docker,
+    socket: String,
+}
+
+fn api(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+    let what = what.into();
+    move |source| DockerError::Api { what, source }
+}
+
+impl DockerClient {
+    /// Connect and negotiate the API version (dockerd 20.10 speaks 1.41).
+    pub async fn connect(host: Option<&str>) -> Result<DockerClient, DockerError> {
+        let socket = socket_path(host)?;
+        if !Path::new(&socket).exists() {
+            return Err(DockerError::Connect {
+                path: socket,
+                message: "no such socket (is dockerd running?)".into(),
+            });
+        }
+        let docker = Docker::connect_with_unix(&socket, API_TIMEOUT, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| DockerError::Connect {
+                path: socket.clone(),
+                message: e.to_string(),
+            })?
+            .negotiate_version()
+            .await
+            .map_err(|e| DockerError::Connect {
+                path: socket.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(DockerClient { docker, socket })
+    }
+
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
+    /// The negotiated API version, e.g. "1.41".
+    pub fn api_version(&self) -> String {
+        let v = self.docker.client_version();
+        format!("{}.{}", v.major_version, v.minor_version)
+    }
+
+    /// Ids of the running containers.
+    pub async fn running(&self) -> Result<Vec<String>, DockerError> {
+        let opts = ListContainersOptionsBuilder::new().all(false).build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("list containers"))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Inspect a container by name or id.
+    pub async fn inspect(&self, id: &str) -> Result<ContainerInfo, DockerError> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(c) => Ok(ContainerInfo::from_inspect(&c)?),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Err(DockerError::NoSuchContainer(id.to_string())),
+            Err(e) => Err(api(format!("inspect container {id}"))(e)),
+        }
+    }
+
+    /// Inspect a network by name or id.
+    pub async fn network(&self, id: &str) -> Result<NetworkInfo, DockerError> {
+        let n = match self.docker.inspect_network(id, None).await {
+            Ok(n) => n,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Err(DockerError::NoSuchNetwork(id.to_string())),
+            Err(e) => return Err(api(format!("inspect network {id}"))(e)),
+        };
+        Ok(NetworkInfo {
+            id: n.id.unwrap_or_default(),
+            name: n.name.unwrap_or_default(),
+            driver: n.driver.unwrap_or_default(),
+            internal: n.internal.unwrap_or(false),
+            enable_ipv6: n.enable_ipv6.unwrap_or(false),
+            subnets: n
+                .ipam
+                .and_then(|i| i.config)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| c.subnet)
+                .collect(),
+            options: n.options.unwrap_or_default().into_iter().collect(),
+        })
+    }
+
+    /// Container and network events, from now on. The stream ends when
+    /// dockerd goes away.
+    pub fn events(&self) -> impl Stream<Item = Result<Event, DockerError>> + use<> {
+        let mut filters: HashMap<&str, Vec<&str>> = HashMap::new();
+        filters.insert("type", vec!["container", "network"]);
+        filters.insert(
+            "event",
+            vec!["start", "die", "destroy", "connect", "disconnect"],
+        );
+        let opts = EventsOptionsBuilder::new().filters(&filters).build();
+        self.docker.events(Some(opts)).filter_map(|r| async move {
+            match r {
+                Ok(m) => event_from(&m).map(Ok),
+                Err(e) => Some(Err(api("events")(e))),
+            }
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! Root-only integration suites and benchmarks live in `tests/` and `benches/`.
