@@ -14,9 +14,10 @@
 
 use std::io::Write;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use symroute_linux::lock::{LockError, NsLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -147,52 +148,12 @@ pub fn list(data_dir: &Path, network: &str) -> Result<Vec<Listed>, CniError> {
     Ok(out)
 }
 
-/// Hold the namespace's lock for as long as the returned guard lives (the
-/// lock goes with the descriptor, which `ns` keeps open).
-pub struct NsLock<'a> {
-    ns: &'a Netns,
-}
-
-impl Drop for NsLock<'_> {
-    fn drop(&mut self) {
-        // SAFETY: flock on a descriptor we own; unlocking cannot fail in a
-        // way that matters (closing the descriptor unlocks too).
-        unsafe {
-            libc::flock(self.ns.fd().as_raw_fd(), libc::LOCK_UN);
-        }
-    }
-}
-
-/// Lock `ns` exclusively, waiting up to `timeout`; code 11 (try again)
-/// when another operation keeps it longer.
+/// Lock `ns` exclusively (the one per-namespace lock of every writer,
+/// `symroute_linux::lock`), waiting up to `timeout`; code 11 (try again)
+/// when another writer keeps it longer.
 pub fn lock(ns: &Netns, timeout: Duration) -> Result<NsLock<'_>, CniError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        // SAFETY: flock only reads the descriptor, which `ns` keeps open.
-        let rc = unsafe { libc::flock(ns.fd().as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(NsLock { ns });
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => {}
-            _ => {
-                return Err(io_error(
-                    format!("lock network namespace {}", ns.path().display()),
-                    err,
-                ));
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(CniError::new(
-                code::TRY_AGAIN,
-                format!(
-                    "network namespace {} is locked by another operation for more than {:?}: try again",
-                    ns.path().display(),
-                    timeout
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    symroute_linux::lock::lock(ns, timeout).map_err(|e| match e {
+        LockError::Busy { .. } => CniError::new(code::TRY_AGAIN, e.to_string()),
+        LockError::Io { .. } => CniError::new(code::IO, e.to_string()),
+    })
 }

@@ -3,6 +3,7 @@
 //! it, and namespace targets opened, verified and entered safely.
 
 pub mod kernel;
+pub mod lock;
 pub mod netlink;
 pub mod netns;
 pub mod target;
