@@ -1,0 +1,55 @@
+//! One module per subcommand, each a `run(args) -> Result<u8>`; what they
+//! share (settings, output, exit codes) lives here.
+
+pub mod apply;
+pub mod clean;
+pub mod completions;
+pub mod daemon;
+pub mod diagnose;
+pub mod man;
+pub mod status;
+
+use anyhow::Result;
+
+use crate::cli::SettingsArgs;
+use symroute_core::plan::Selection;
+use symroute_core::settings::{ConfigFile, Settings};
+
+/// Exit codes scripts rely on.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FINDING: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+
+/// The settings: defaults, the config file, then the command line.
+pub fn settings(args: &SettingsArgs) -> Result<Settings> {
+    let mut s = Settings::load(args.config.as_deref())?;
+    s.overlay(&ConfigFile {
+        table_band: args.table_band.clone(),
+        priority: args.priority,
+        protocol: args.protocol,
+    })?;
+    s.validate()?;
+    Ok(s)
+}
+
+pub fn selection(all: bool) -> Selection {
+    if all {
+        Selection::All
+    } else {
+        Selection::MultiHomed
+    }
+}
+
+pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// A single-thread runtime for the Docker API calls of one command.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
