@@ -108,7 +108,8 @@ fn deciding_rule(snap: &Snapshot, src: IpAddr, table: u32) -> Option<String> {
 }
 
 /// Diagnose the namespace behind `k`. `fix_command` is the apply command for
-/// this target, without gateway hints (e.g. "symroute apply --netns /run/netns/web").
+/// this target, without gateway hints and already shell-quoted (e.g.
+/// "symroute apply --netns /run/netns/web"); hints added here are quoted.
 pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, KernelError> {
     let snap = k.snapshot()?;
     let name = |idx: u32| snap.link(idx).map(|l| l.name.clone());
@@ -239,7 +240,9 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
             .collect();
         for ifname in broken {
             if without_gw.iter().any(|n| n == ifname) {
-                cmd.push_str(&format!(" --gateway {ifname}=GATEWAY"));
+                cmd.push(' ');
+                cmd.push_str("--gateway ");
+                cmd.push_str(&render::shell_quote(&format!("{ifname}=GATEWAY")));
             }
         }
         cmd

@@ -46,7 +46,7 @@ fn error_text(e: &anyhow::Error) -> String {
         }
         msg.push_str(&s);
     }
-    msg
+    symroute_core::render::escape(&msg).into_owned()
 }
 
 fn main() -> ExitCode {

@@ -75,7 +75,10 @@ pub fn merge_gateways(
     let snap = opened.kernel.snapshot()?;
     let (req, warnings) = dock::plan_request(info, &snap);
     for w in warnings {
-        eprintln!("symroute: warning: {w}");
+        eprintln!(
+            "symroute: warning: {}",
+            symroute_core::render::escape(&w.to_string())
+        );
     }
     let mut out: Vec<GatewayHint> = req
         .gateways

@@ -1,0 +1,184 @@
+//! The CLI's promises from the ownership issue (7) that live at its edge:
+//! printed output is safe (dry-run commands shell-quoted, names escaped),
+//! the host namespace is refused even when PID 1's cannot be read, inputs are
+//! bounded (FIFOs, /dev/zero, big files), writers take the namespace lock,
+//! SIGINT/SIGTERM roll an apply back, `CNI_COMMAND` only acts without a
+//! subcommand, `--json` errors are JSON, diagnose says what it sees.
+//!
+//! Every namespace here is an anonymous lab namespace; the host's namespace
+//! is only read (rule and route dumps compared before and after).
+
+mod common;
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use symroute_testkit::lab::{MAIN_TABLE, Ns};
+
+/// A hard bound for one run of the binary in tests that could hang.
+const RUN_BOUND: Duration = Duration::from_secs(20);
+
+/// Wait for `child` up to `bound`; past it, kill it by pid and fail.
+fn wait_bounded(mut child: Child, what: &str, bound: Duration) -> Out {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() < bound => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}: still running after {bound:?}: killed (pid {})", child.id());
+            }
+            Err(e) => panic!("{what}: wait: {e}"),
+        }
+    }
+    let status = child.wait().unwrap_or_else(|e| panic!("{what}: wait: {e}"));
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut stdout);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    Out {
+        args: vec![what.to_string()],
+        code: status.code().unwrap_or(-(status.signal().unwrap_or(0))),
+        stdout,
+        stderr,
+    }
+}
+
+/// Run the binary with `args` (no config file added), bounded.
+fn symroute_bounded(args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new(&*BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", *BIN));
+    wait_bounded(child, &format!("symroute {}", args.join(" ")), RUN_BOUND)
+}
+
+fn assert_no_control_bytes(text: &str, what: &str) {
+    assert!(
+        !text.bytes().any(|b| b == 0x1b || (b < 0x20 && b != b'\n') || b == 0x7f),
+        "{what}: raw control byte in output:\n{}",
+        text.escape_debug()
+    );
+}
+
+const HOSTILE_A: &str = "x$(id>PW)";
+const HOSTILE_B: &str = "y;id";
+const HOSTILE_ESC: &str = "\u{1b}[31mred";
+
+/// A namespace whose two interfaces have hostile names, each with an address
+/// and a gateway on its subnet (peers in a second namespace).
+fn hostile_lab() -> (Ns, Ns) {
+    require_root();
+    let ctr = ok(Ns::new("hostile"));
+    let peer = ok(Ns::new("hostile-peer"));
+    for (i, name) in [HOSTILE_A, HOSTILE_ESC].iter().enumerate() {
+        ok(ctr.veth(name, &peer, &format!("p{i}")));
+        ok(ctr.link_up(name));
+        ok(peer.link_up(&format!("p{i}")));
+    }
+    ok(ctr.add_addr(HOSTILE_A, net("198.51.100.2/24")));
+    ok(ctr.add_addr(HOSTILE_ESC, net("203.0.113.2/24")));
+    ok(ctr.add_route(net("0.0.0.0/0"), Some(ip("198.51.100.1")), Some(HOSTILE_A), MAIN_TABLE));
+    (ctr, peer)
+}
+
+#[test]
+fn dry_run_commands_of_hostile_names_run_as_the_plan_and_nothing_else_and_text_is_escaped() {
+    let (ctr, _peer) = hostile_lab();
+    // What the kernel accepts: the hostile names above were accepted; a
+    // name with whitespace (newline, tab) or '/' is refused.
+    let probe = ok(Ns::new("names"));
+    for bad in ["nl\nx", "tab\tx", "a/b", "c:d"] {
+        assert!(
+            probe.veth(bad, &probe, "q0").is_err(),
+            "the kernel accepted interface name {bad:?}"
+        );
+    }
+    // A third hostile name, in the peer-less way: shell separators.
+    ok(ctr.veth(HOSTILE_B, &probe, "q1"));
+    ok(ctr.link_up(HOSTILE_B));
+    ok(probe.link_up("q1"));
+    ok(ctr.add_addr(HOSTILE_B, net("192.0.2.2/24")));
+
+    let path = path_of(&ctr);
+    let gw_a = format!("{HOSTILE_A}=198.51.100.1");
+    let gw_esc = format!("{HOSTILE_ESC}=203.0.113.1");
+    let gw_b = format!("{HOSTILE_B}=192.0.2.1");
+    let gws = ["--gateway", &gw_a, "--gateway", &gw_esc, "--gateway", &gw_b];
+    let mut args = vec!["apply", "--netns", &path, "--dry-run"];
+    args.extend(gws);
+    let out = symroute(&args);
+    out.expect(0);
+    assert_no_control_bytes(&out.stdout, "apply --dry-run");
+    let commands: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("nsenter "))
+        .collect();
+    assert!(commands.len() >= 9, "{}", out.stdout);
+
+    // Paste each line into a shell, in a fresh folder: the hidden commands
+    // would leave a file PW there.
+    let dir = scratch_dir("hostile-dry-run");
+    for c in &commands {
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("sh -c {c}: {e}"));
+        assert!(
+            st.status.success(),
+            "sh -c {c}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir).expect("read scratch").collect();
+    assert!(left.is_empty(), "the pasted commands created files: {left:?}");
+
+    // The pasted lines built exactly the plan.
+    let mut status = vec!["status", "--netns", &path];
+    status.extend(gws);
+    let st = symroute(&status);
+    st.expect(0);
+    assert_no_control_bytes(&st.stdout, "status");
+    assert!(st.stdout.contains("\\x1b[31mred"), "{}", st.stdout);
+    let mut apply = vec!["apply", "--netns", &path];
+    apply.extend(gws);
+    let ap = symroute(&apply);
+    ap.expect(0);
+    assert!(ap.stdout.contains("in sync: nothing to change"), "{}", ap.stdout);
+    assert_no_control_bytes(&ap.stdout, "apply");
+    let d = symroute(["diagnose", "--netns", &path]);
+    assert_no_control_bytes(&d.stdout, "diagnose");
+    assert_no_control_bytes(&d.stderr, "diagnose");
+    // An error naming the interface.
+    let bad = format!("{HOSTILE_ESC}=10.99.99.99");
+    let e = symroute(["apply", "--netns", &path, "--gateway", &bad]);
+    e.expect(2);
+    assert_no_control_bytes(&e.stderr, "error");
+    assert!(e.stderr.contains("\\x1b[31mred"), "{}", e.stderr);
+    let cl = symroute(["clean", "--netns", &path]);
+    cl.expect(0);
+    assert_no_control_bytes(&cl.stdout, "clean");
+    assert!(cl.stdout.contains("removed"), "{}", cl.stdout);
+    assert_eq!(owned(&ctr), (vec![], vec![]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
