@@ -164,11 +164,7 @@ fn route_words(r: &Route, names: Option<&Snapshot>) -> Vec<String> {
 /// `nsenter --net=PATH ip -4 rule add ...`, every word [`shell_quote`]d, so
 /// the line pasted into a POSIX shell runs exactly this operation.
 pub fn ip_command(op: &Op, netns_path: &str, names: Option<&Snapshot>) -> String {
-    let mut words: Vec<String> = vec![
-        "nsenter".into(),
-        format!("--net={netns_path}"),
-        "ip".into(),
-    ];
+    let mut words: Vec<String> = vec!["nsenter".into(), format!("--net={netns_path}"), "ip".into()];
     let (flag, what, verb, rest) = match op {
         Op::AddRule(r) => (r.family.ip_flag(), "rule", "add", rule_args(r)),
         Op::DelRule(r) => (r.family.ip_flag(), "rule", "del", rule_args(r)),

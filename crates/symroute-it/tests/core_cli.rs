@@ -192,7 +192,7 @@ fn host_namespace_is_refused_with_exit_2_before_anything_changes() {
     // The library refuses without opening anything but the namespace file.
     for t in [Target::Pid(1), Target::Netns(own.clone().into())] {
         match target::open(&t, true, false) {
-            Err(NetnsError::HostNamespace { path }) => assert_eq!(path, t.path()),
+            Err(NetnsError::HostNamespace { path, .. }) => assert_eq!(path, t.path()),
             Err(NetnsError::Open { path, source }) if !pid1_readable && t == Target::Pid(1) => {
                 assert_eq!(path, t.path());
                 assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied);

@@ -33,7 +33,10 @@ fn wait_bounded(mut child: Child, what: &str, bound: Duration) -> Out {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{what}: still running after {bound:?}: killed (pid {})", child.id());
+                panic!(
+                    "{what}: still running after {bound:?}: killed (pid {})",
+                    child.id()
+                );
             }
             Err(e) => panic!("{what}: wait: {e}"),
         }
@@ -65,13 +68,17 @@ fn symroute_bounded(args: &[&str], env: &[(&str, &str)]) -> Out {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", *BIN));
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", *BIN));
     wait_bounded(child, &format!("symroute {}", args.join(" ")), RUN_BOUND)
 }
 
 fn assert_no_control_bytes(text: &str, what: &str) {
     assert!(
-        !text.bytes().any(|b| b == 0x1b || (b < 0x20 && b != b'\n') || b == 0x7f),
+        !text
+            .bytes()
+            .any(|b| b == 0x1b || (b < 0x20 && b != b'\n') || b == 0x7f),
         "{what}: raw control byte in output:\n{}",
         text.escape_debug()
     );
@@ -94,7 +101,12 @@ fn hostile_lab() -> (Ns, Ns) {
     }
     ok(ctr.add_addr(HOSTILE_A, net("198.51.100.2/24")));
     ok(ctr.add_addr(HOSTILE_ESC, net("203.0.113.2/24")));
-    ok(ctr.add_route(net("0.0.0.0/0"), Some(ip("198.51.100.1")), Some(HOSTILE_A), MAIN_TABLE));
+    ok(ctr.add_route(
+        net("0.0.0.0/0"),
+        Some(ip("198.51.100.1")),
+        Some(HOSTILE_A),
+        MAIN_TABLE,
+    ));
     (ctr, peer)
 }
 
@@ -151,7 +163,10 @@ fn dry_run_commands_of_hostile_names_run_as_the_plan_and_nothing_else_and_text_i
         );
     }
     let left: Vec<_> = std::fs::read_dir(&dir).expect("read scratch").collect();
-    assert!(left.is_empty(), "the pasted commands created files: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the pasted commands created files: {left:?}"
+    );
 
     // The pasted lines built exactly the plan.
     let mut status = vec!["status", "--netns", &path];
@@ -164,7 +179,11 @@ fn dry_run_commands_of_hostile_names_run_as_the_plan_and_nothing_else_and_text_i
     apply.extend(gws);
     let ap = symroute(&apply);
     ap.expect(0);
-    assert!(ap.stdout.contains("in sync: nothing to change"), "{}", ap.stdout);
+    assert!(
+        ap.stdout.contains("in sync: nothing to change"),
+        "{}",
+        ap.stdout
+    );
     assert_no_control_bytes(&ap.stdout, "apply");
     let d = symroute(["diagnose", "--netns", &path]);
     assert_no_control_bytes(&d.stdout, "diagnose");
@@ -181,4 +200,111 @@ fn dry_run_commands_of_hostile_names_run_as_the_plan_and_nothing_else_and_text_i
     assert!(cl.stdout.contains("removed"), "{}", cl.stdout);
     assert_eq!(owned(&ctr), (vec![], vec![]));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An empty config file of this test process's own.
+fn empty_config() -> String {
+    let dir = scratch_dir("own-cli-config");
+    let p = dir.join("empty.toml");
+    std::fs::write(&p, "").expect("write empty config");
+    p.display().to_string()
+}
+
+/// The host's rules and routes, read with `ip` (read-only), expiry timers
+/// left out (they count down on their own).
+fn host_dump() -> String {
+    let mut out = String::new();
+    for args in [
+        &["-4", "rule", "show"][..],
+        &["-6", "rule", "show"],
+        &["-4", "route", "show", "table", "all"],
+        &["-6", "route", "show", "table", "all"],
+    ] {
+        let o = Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("ip {args:?}: {e}"));
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let line = line.split(" expires ").next().unwrap_or(line);
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Run the binary inside `ns` (it enters the namespace before exec), bounded.
+fn symroute_in(ns: &Ns, args: &[&str]) -> Out {
+    let child = ns
+        .command(&*BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {} in {}: {e}", *BIN, ns.name()));
+    wait_bounded(
+        child,
+        &format!("(in {}) symroute {}", ns.name(), args.join(" ")),
+        RUN_BOUND,
+    )
+}
+
+#[test]
+fn host_namespace_is_refused_when_symroute_runs_in_another_namespace() {
+    require_root();
+    use std::os::unix::fs::MetadataExt;
+    let own = format!("/proc/{}/ns/net", std::process::id());
+    let ino = std::fs::metadata(&own).expect("stat own netns").ino();
+    assert_eq!(
+        ino,
+        symroute_linux::netns::PROC_NET_INIT_INO,
+        "precondition: the tests run in the initial network namespace (inode 0xEFFFFFF9)"
+    );
+    let runner = ok(Ns::new("runner"));
+    let cfg = empty_config();
+    let pid = std::process::id().to_string();
+    let before = host_dump();
+    // The gateway names no interface anywhere and the tag is one the host
+    // does not use: even a missing refusal could not change the host.
+    let impossible = "no-such-interface-anywhere=192.0.2.1";
+    let common = [
+        "--config",
+        cfg.as_str(),
+        "--protocol",
+        "233",
+        "--table-band",
+        "60000-60009",
+    ];
+    for target in [vec!["--pid", pid.as_str()], vec!["--netns", own.as_str()]] {
+        let mut apply: Vec<&str> = common.to_vec();
+        apply.push("apply");
+        apply.extend(&target);
+        apply.extend(["--gateway", impossible]);
+        let mut clean: Vec<&str> = common.to_vec();
+        clean.push("clean");
+        clean.extend(&target);
+        for cmd in [apply, clean] {
+            let out = symroute_in(&runner, &cmd);
+            out.expect(2);
+            let path = if target[0] == "--pid" {
+                format!("/proc/{pid}/ns/net")
+            } else {
+                own.clone()
+            };
+            assert!(
+                out.stderr.contains(&format!(
+                    "{path} is the host's own network namespace (the initial network namespace, inode 4026531833)"
+                )) && out.stderr.contains("--allow-host-netns"),
+                "{cmd:?}: {}",
+                out.stderr
+            );
+            assert!(out.stdout.is_empty(), "{cmd:?}: {}", out.stdout);
+        }
+    }
+    // The runner's own namespace is not the host's: it is changed normally
+    // (a one-interface namespace: not managed, nothing to do).
+    let rp = path_of(&runner);
+    symroute_in(&runner, &["--config", &cfg, "apply", "--netns", &rp]).expect(0);
+    assert_eq!(before, host_dump(), "the host's rules or routes changed");
 }

@@ -4,13 +4,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{EXIT_OK, print_json, selection, settings};
+use super::{EXIT_OK, open_target, print_json, selection, settings};
 use crate::cli::{ApplyArgs, SettingsArgs};
 use crate::request::{merge_gateways, resolve};
 use symroute_core::engine::{self, ApplyOptions};
 use symroute_core::plan::PlanRequest;
 use symroute_core::report;
-use symroute_linux::target;
 
 pub fn run(global: &SettingsArgs, a: ApplyArgs) -> Result<u8> {
     let settings = settings(global)?;
@@ -19,7 +18,7 @@ pub fn run(global: &SettingsArgs, a: ApplyArgs) -> Result<u8> {
     }
     let resolved = resolve(&a.target, &a.docker)?;
     let t = resolved.target.clone();
-    let mut opened = target::open(&t, !a.dry_run, a.allow_host_netns)?;
+    let mut opened = open_target(&t, !a.dry_run, a.allow_host_netns)?;
     let gateways = merge_gateways(&resolved, &mut opened, a.gateways)?;
     let opts = ApplyOptions {
         settings,

@@ -2,17 +2,16 @@
 
 use anyhow::{Context, Result};
 
-use super::{EXIT_OK, print_json, settings};
+use super::{EXIT_OK, open_target, print_json, settings};
 use crate::cli::{CleanArgs, SettingsArgs};
 use crate::request::resolve;
 use symroute_core::engine;
 use symroute_core::report;
-use symroute_linux::target;
 
 pub fn run(global: &SettingsArgs, a: CleanArgs) -> Result<u8> {
     let settings = settings(global)?;
     let t = resolve(&a.target, &a.docker)?.target;
-    let mut opened = target::open(&t, true, a.allow_host_netns)?;
+    let mut opened = open_target(&t, true, a.allow_host_netns)?;
     let rep = engine::clean(&mut opened.kernel, &settings)
         .with_context(|| format!("clean {}", t.path().display()))?;
     if a.json {

@@ -14,6 +14,8 @@ use anyhow::Result;
 use crate::cli::SettingsArgs;
 use symroute_core::plan::Selection;
 use symroute_core::settings::{ConfigFile, Settings};
+use symroute_linux::netns::NetnsError;
+use symroute_linux::target::{self, Opened, Target};
 
 /// Exit codes scripts rely on.
 pub const EXIT_OK: u8 = 0;
@@ -43,6 +45,20 @@ pub fn selection(all: bool) -> Selection {
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// Open `t`; for a change, refuse the host's namespace (or one that cannot be
+/// told from it) unless `allow_host`, with the flag that overrides it.
+pub fn open_target(t: &Target, for_change: bool, allow_host: bool) -> Result<Opened> {
+    target::open(t, for_change, allow_host).map_err(|e| match e {
+        NetnsError::HostNamespace { .. } => {
+            anyhow::anyhow!("{e} (pass --allow-host-netns to override)")
+        }
+        NetnsError::HostUndecidable { .. } => {
+            anyhow::anyhow!("{e}; pass --allow-host-netns to proceed")
+        }
+        e => e.into(),
+    })
 }
 
 /// A single-thread runtime for the Docker API calls of one command.
