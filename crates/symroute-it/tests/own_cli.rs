@@ -308,3 +308,69 @@ fn host_namespace_is_refused_when_symroute_runs_in_another_namespace() {
     symroute_in(&runner, &["--config", &cfg, "apply", "--netns", &rp]).expect(0);
     assert_eq!(before, host_dump(), "the host's rules or routes changed");
 }
+
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in path");
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(
+        rc,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+#[test]
+fn fifos_devices_and_big_files_as_inputs_fail_at_once_with_exit_2() {
+    require_root();
+    let dir = scratch_dir("bounded-inputs");
+    let fifo = dir.join("fifo");
+    mkfifo(&fifo);
+    let big = dir.join("big.toml");
+    std::fs::write(&big, vec![b'#'; 1024 * 1024]).expect("write big config");
+    let fifo_s = fifo.display().to_string();
+    let big_s = big.display().to_string();
+    let cfg = empty_config();
+    let ns = ok(Ns::new("bounded"));
+    let nsp = path_of(&ns);
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--config", &cfg, "status", "--netns", &fifo_s],
+            format!("{fifo_s} is not a network namespace"),
+        ),
+        (
+            vec!["--config", &cfg, "apply", "--netns", &fifo_s],
+            format!("{fifo_s} is not a network namespace"),
+        ),
+        (
+            vec!["--config", &cfg, "diagnose", "--netns", &fifo_s],
+            format!("{fifo_s} is not a network namespace"),
+        ),
+        (
+            vec!["--config", &fifo_s, "status", "--netns", &nsp],
+            format!("config file {fifo_s} is not a regular file (a FIFO)"),
+        ),
+        (
+            vec!["--config", "/dev/zero", "apply", "--netns", &nsp],
+            "config file /dev/zero is not a regular file (a character device)".to_string(),
+        ),
+        (
+            vec!["--config", &big_s, "apply", "--netns", &nsp],
+            format!("config file {big_s} is larger than 256 KiB"),
+        ),
+    ];
+    for (args, want) in cases {
+        let out = symroute_bounded(&args, &[]);
+        out.expect(2);
+        assert!(
+            out.stderr.contains(&want),
+            "{args:?}: want {want:?}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(owned(&ns), (vec![], vec![]));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, setns};
@@ -62,10 +62,16 @@ impl Netns {
     /// is a network namespace.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, NetnsError> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|source| NetnsError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        // Without blocking (a FIFO given as the path must not hang), and
+        // checked to be nsfs before anything else is done with it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|source| NetnsError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| NetnsError::Open {
             path: path.clone(),
             source: e.into(),

@@ -12,8 +12,11 @@ pub mod status;
 use anyhow::Result;
 
 use crate::cli::SettingsArgs;
+use std::path::Path;
 use symroute_core::plan::Selection;
-use symroute_core::settings::{ConfigFile, Settings};
+
+use symroute_core::settings::{ConfigFile, DEFAULT_CONFIG, Settings};
+use symroute_linux::config::read_config;
 use symroute_linux::netns::NetnsError;
 use symroute_linux::target::{self, Opened, Target};
 
@@ -24,7 +27,17 @@ pub const EXIT_ERROR: u8 = 2;
 
 /// The settings: defaults, the config file, then the command line.
 pub fn settings(args: &SettingsArgs) -> Result<Settings> {
-    let mut s = Settings::load(args.config.as_deref())?;
+    let mut s = match &args.config {
+        Some(path) => Settings::from_config_text(&read_config(path)?, path)?,
+        None => {
+            let path = Path::new(DEFAULT_CONFIG);
+            match read_config(path) {
+                Ok(text) => Settings::from_config_text(&text, path)?,
+                Err(e) if e.is_not_found() => Settings::default(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
     s.overlay(&ConfigFile {
         table_band: args.table_band.clone(),
         priority: args.priority,
