@@ -374,3 +374,65 @@ fn fifos_devices_and_big_files_as_inputs_fail_at_once_with_exit_2() {
     assert_eq!(owned(&ns), (vec![], vec![]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn spawn_symroute(args: &[&str]) -> Child {
+    Command::new(&*BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", *BIN))
+}
+
+/// Whether every owned rule looks up a table that holds owned routes.
+fn no_rule_points_at_an_empty_table(ns: &Ns) -> bool {
+    let (rules, routes) = owned(ns);
+    rules
+        .iter()
+        .all(|r| routes.iter().any(|rt| rt.table == r.table))
+}
+
+#[test]
+fn apply_racing_clean_leaves_the_namespace_fully_applied_or_fully_clean() {
+    use symroute_testkit::lab::{SeedLab, SeedOptions};
+    require_root();
+    let lab = ok(SeedLab::build(SeedOptions {
+        dnat: false,
+        ipv6: true,
+    }));
+    let cfg = empty_config();
+    let path = path_of(&lab.ctr);
+    let gws = ["--gateway", "eth1=172.18.0.1", "--gateway", "eth1=fe80::1"];
+    let mut apply = vec!["--config", cfg.as_str(), "apply", "--netns", &path];
+    apply.extend(gws);
+    let clean = ["--config", cfg.as_str(), "clean", "--netns", &path];
+    let mut status = vec!["--config", cfg.as_str(), "status", "--netns", &path];
+    status.extend(gws);
+    let (mut applied, mut cleaned) = (0, 0);
+    for round in 0..50 {
+        // Alternate who starts first.
+        let (a, c) = if round % 2 == 0 {
+            let a = spawn_symroute(&apply);
+            (a, spawn_symroute(&clean))
+        } else {
+            let c = spawn_symroute(&clean);
+            (spawn_symroute(&apply), c)
+        };
+        wait_bounded(a, "apply", RUN_BOUND).expect(0);
+        wait_bounded(c, "clean", RUN_BOUND).expect(0);
+        assert!(
+            no_rule_points_at_an_empty_table(&lab.ctr),
+            "round {round}: a rule points at an empty table: {:?}",
+            owned(&lab.ctr)
+        );
+        let st = symroute_bounded(&status, &[]);
+        if owned(&lab.ctr) == (vec![], vec![]) {
+            cleaned += 1;
+        } else {
+            st.expect(0);
+            applied += 1;
+        }
+    }
+    eprintln!("apply/clean race: {applied} round(s) ended applied, {cleaned} clean");
+}

@@ -11,7 +11,8 @@ use symroute_core::kernel::Kernel;
 use symroute_core::plan::GatewayHint;
 use symroute_docker::model::NetworkMode;
 use symroute_docker::{self as dock, DockerClient};
-use symroute_linux::target::{Opened, Target};
+use symroute_linux::kernel::NetlinkKernel;
+use symroute_linux::target::Target;
 
 /// A resolved target: the namespace, and for a container what Docker says.
 pub struct Resolved {
@@ -66,13 +67,13 @@ pub fn resolve(t: &TargetArgs, docker: &DockerArgs) -> Result<Resolved> {
 /// command line's, which win for the same interface and family.
 pub fn merge_gateways(
     resolved: &Resolved,
-    opened: &mut Opened,
+    kernel: &mut NetlinkKernel,
     given: Vec<GatewayHint>,
 ) -> Result<Vec<GatewayHint>> {
     let Some(info) = &resolved.container else {
         return Ok(given);
     };
-    let snap = opened.kernel.snapshot()?;
+    let snap = kernel.snapshot()?;
     let (req, warnings) = dock::plan_request(info, &snap);
     for w in warnings {
         eprintln!(

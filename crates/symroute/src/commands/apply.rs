@@ -10,6 +10,7 @@ use crate::request::{merge_gateways, resolve};
 use symroute_core::engine::{self, ApplyOptions};
 use symroute_core::plan::PlanRequest;
 use symroute_core::report;
+use symroute_linux::lock;
 
 pub fn run(global: &SettingsArgs, a: ApplyArgs) -> Result<u8> {
     let settings = settings(global)?;
@@ -19,7 +20,14 @@ pub fn run(global: &SettingsArgs, a: ApplyArgs) -> Result<u8> {
     let resolved = resolve(&a.target, &a.docker)?;
     let t = resolved.target.clone();
     let mut opened = open_target(&t, !a.dry_run, a.allow_host_netns)?;
-    let gateways = merge_gateways(&resolved, &mut opened, a.gateways)?;
+    // One writer at a time per namespace, from the first read to the last
+    // change (a dry run only reads).
+    let _lock = if a.dry_run {
+        None
+    } else {
+        Some(lock::lock(&opened.netns, a.lock_timeout)?)
+    };
+    let gateways = merge_gateways(&resolved, &mut opened.kernel, a.gateways)?;
     let opts = ApplyOptions {
         settings,
         request: PlanRequest {

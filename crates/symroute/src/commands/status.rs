@@ -15,7 +15,7 @@ pub fn run(global: &SettingsArgs, a: StatusArgs) -> Result<u8> {
     let resolved = resolve(&a.target, &a.docker)?;
     let t = resolved.target.clone();
     let mut opened = target::open(&t, false, true)?;
-    let gateways = merge_gateways(&resolved, &mut opened, a.gateways)?;
+    let gateways = merge_gateways(&resolved, &mut opened.kernel, a.gateways)?;
     let req = PlanRequest {
         gateways,
         selection: selection(a.all_interfaces),
