@@ -11,7 +11,6 @@
 mod common;
 
 use std::io::Read;
-use std::net::IpAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -23,13 +22,29 @@ use symroute_testkit::lab::{MAIN_TABLE, Ns};
 /// A hard bound for one run of the binary in tests that could hang.
 const RUN_BOUND: Duration = Duration::from_secs(20);
 
+/// Read a child's pipe to the end on a thread of its own (a full pipe must
+/// not stall the child while we wait for it).
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut p) = pipe {
+            let mut bytes = Vec::new();
+            let _ = p.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        text
+    })
+}
+
 /// Wait for `child` up to `bound`; past it, kill it by pid and fail.
 fn wait_bounded(mut child: Child, what: &str, bound: Duration) -> Out {
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let start = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() < bound => std::thread::sleep(Duration::from_millis(10)),
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() < bound => std::thread::sleep(Duration::from_millis(5)),
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -40,21 +55,12 @@ fn wait_bounded(mut child: Child, what: &str, bound: Duration) -> Out {
             }
             Err(e) => panic!("{what}: wait: {e}"),
         }
-    }
-    let status = child.wait().unwrap_or_else(|e| panic!("{what}: wait: {e}"));
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut stdout);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
+    };
     Out {
         args: vec![what.to_string()],
         code: status.code().unwrap_or(-(status.signal().unwrap_or(0))),
-        stdout,
-        stderr,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 
@@ -435,4 +441,120 @@ fn apply_racing_clean_leaves_the_namespace_fully_applied_or_fully_clean() {
         }
     }
     eprintln!("apply/clean race: {applied} round(s) ended applied, {cleaned} clean");
+}
+
+/// A namespace with `n` veths (peers in a second namespace), each up with an
+/// address of its own /24 in 198.18.0.0/15: a plan of 2·n changes.
+fn wide_lab(n: usize) -> (Ns, Ns) {
+    require_root();
+    let ctr = ok(Ns::new("wide"));
+    let peers = ok(Ns::new("wide-peers"));
+    for i in 0..n {
+        let name = format!("v{i}");
+        ok(ctr.veth(&name, &peers, &format!("p{i}")));
+        ok(ctr.link_up(&name));
+        ok(peers.link_up(&format!("p{i}")));
+        let (b, c) = (18 + i / 256, i % 256);
+        ok(ctr.add_addr(&name, net(&format!("198.{b}.{c}.2/24"))));
+    }
+    (ctr, peers)
+}
+
+fn send(child: &Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+    // The child may have exited already; that is not an error here.
+    let _ = nix::sys::signal::kill(pid, sig);
+}
+
+#[test]
+fn sigterm_during_a_300_interface_apply_rolls_back_or_finishes_and_kill_9_is_recovered() {
+    use nix::sys::signal::Signal;
+    let (ctr, _peers) = wide_lab(300);
+    let cfg = empty_config();
+    let path = path_of(&ctr);
+    let apply = ["--config", cfg.as_str(), "apply", "--netns", &path];
+    let clean = ["--config", cfg.as_str(), "clean", "--netns", &path];
+    let status = ["--config", cfg.as_str(), "status", "--netns", &path];
+    let nothing = (vec![], vec![]);
+
+    // Full runs to know the plan and roughly how long one takes (the
+    // quickest of three: the first pays for cold caches).
+    let mut full = Duration::MAX;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        symroute_bounded(&apply, &[]).expect(0);
+        full = full.min(t0.elapsed());
+        symroute_bounded(&status, &[]).expect(0);
+        let (rules, routes) = owned(&ctr);
+        assert_eq!((rules.len(), routes.len()), (300, 300));
+        symroute_bounded(&clean, &[]).expect(0);
+    }
+
+    let mut points: Vec<Duration> = [0, 5, 20, 50]
+        .iter()
+        .map(|&ms| Duration::from_millis(ms))
+        .collect();
+    // Then a sweep across the whole run (process start, reading 300 links
+    // and planning take most of it; the 600 changes come last).
+    points.extend((3..=26).map(|k| full * k / 20));
+    let mut outcomes = Vec::new();
+    let mut mid_run_rollbacks = 0;
+    for at in &points {
+        assert_eq!(owned(&ctr), nothing, "not clean before the run");
+        let child = spawn_symroute(&apply);
+        std::thread::sleep(*at);
+        send(&child, Signal::SIGTERM);
+        let out = wait_bounded(child, "apply (SIGTERM)", RUN_BOUND);
+        let now = owned(&ctr);
+        let outcome = if now == nothing {
+            "nothing"
+        } else {
+            symroute_bounded(&status, &[]).expect(0);
+            "all"
+        };
+        match out.code {
+            // Done before the signal came.
+            0 => assert_eq!(outcome, "all", "{out:?}"),
+            2 => {
+                assert!(
+                    out.stderr.contains("interrupted by SIGTERM"),
+                    "{}",
+                    out.stderr
+                );
+                if out.stderr.contains("rolled back") {
+                    assert_eq!(outcome, "nothing", "{}", out.stderr);
+                    if !out.stderr.contains("rolled back 0 change(s)") {
+                        mid_run_rollbacks += 1;
+                    }
+                } else {
+                    assert!(out.stderr.contains("are in place"), "{}", out.stderr);
+                    assert_eq!(outcome, "all", "{}", out.stderr);
+                }
+            }
+            // Killed by SIGTERM before its handlers were installed.
+            c if c == -libc::SIGTERM => assert_eq!(outcome, "nothing"),
+            c => panic!("apply exited {c} after SIGTERM at {at:?}: {}", out.stderr),
+        }
+        let said = out
+            .stderr
+            .split("interrupted by ")
+            .nth(1)
+            .unwrap_or("")
+            .trim();
+        outcomes.push(format!("{at:?}: exit {} -> {outcome} {said}", out.code));
+        symroute_bounded(&clean, &[]).expect(0);
+    }
+    eprintln!("full apply {full:?}; SIGTERM outcomes: {outcomes:#?}");
+    assert!(
+        mid_run_rollbacks > 0,
+        "no SIGTERM landed in the middle of a run (full run {full:?}): {outcomes:#?}"
+    );
+
+    // kill -9 in the middle: the next apply converges.
+    let child = spawn_symroute(&apply);
+    std::thread::sleep(full / 2);
+    send(&child, Signal::SIGKILL);
+    let _ = wait_bounded(child, "apply (SIGKILL)", RUN_BOUND);
+    symroute_bounded(&apply, &[]).expect(0);
+    symroute_bounded(&status, &[]).expect(0);
 }

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod demo;
 mod request;
+mod signals;
 
 use std::process::ExitCode;
 
