@@ -253,23 +253,28 @@ pub fn diagnose_text(d: &Diagnosis) -> String {
             "note: {name} has global addresses but no default route of its own"
         );
     }
-    let bad = d
-        .addresses
-        .iter()
-        .filter(|a| a.verdict != Verdict::Symmetric)
-        .count();
+    let count = |v: Verdict| d.addresses.iter().filter(|a| a.verdict == v).count();
+    let (asym, none) = (count(Verdict::Asymmetric), count(Verdict::NoRoute));
+    let total = d.addresses.len();
     if d.symmetric {
         let _ = writeln!(
             out,
-            "verdict: symmetric: all {} address(es) reply through the interface they are reached on",
-            d.addresses.len()
+            "verdict: symmetric: all {total} address(es) reply through the interface they are reached on",
         );
     } else {
-        let _ = writeln!(
-            out,
-            "verdict: ASYMMETRIC: {bad} of {} address(es) reply through another interface (a strict rp_filter, NAT or firewall on the way drops those replies)",
-            d.addresses.len()
-        );
+        let mut parts = Vec::new();
+        if asym > 0 {
+            parts.push(format!(
+                "{asym} of {total} address(es) reply through another interface (a strict rp_filter, NAT or firewall on the way drops those replies)"
+            ));
+        }
+        if none > 0 {
+            parts.push(format!(
+                "{none} of {total} address(es) have no way for replies to other subnets (see LEAVES VIA)"
+            ));
+        }
+        let word = if asym > 0 { "ASYMMETRIC" } else { "NO ROUTE" };
+        let _ = writeln!(out, "verdict: {word}: {}", parts.join("; "));
         if let Some(fix) = &d.fix {
             let _ = writeln!(out, "fix: {fix}");
         }

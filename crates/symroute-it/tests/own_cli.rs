@@ -558,3 +558,132 @@ fn sigterm_during_a_300_interface_apply_rolls_back_or_finishes_and_kill_9_is_rec
     symroute_bounded(&apply, &[]).expect(0);
     symroute_bounded(&status, &[]).expect(0);
 }
+
+#[test]
+fn cni_command_acts_only_without_arguments_and_json_errors_are_json() {
+    use symroute_testkit::lab::{SeedLab, SeedOptions};
+    require_root();
+    let lab = ok(SeedLab::build(SeedOptions {
+        dnat: false,
+        ipv6: false,
+    }));
+    let cfg = empty_config();
+    let path = path_of(&lab.ctr);
+    let gw = ["--gateway", "eth1=172.18.0.1"];
+    let mut apply = vec!["--config", cfg.as_str(), "apply", "--netns", &path];
+    apply.extend(gw);
+    symroute_bounded(&apply, &[]).expect(0);
+    assert_ne!(owned(&lab.ctr), (vec![], vec![]));
+
+    // A stray CNI_COMMAND with a subcommand: ignored, with a warning; the
+    // clean really cleans.
+    let clean = ["--config", cfg.as_str(), "clean", "--netns", &path];
+    let out = symroute_bounded(&clean, &[("CNI_COMMAND", "VERSION")]);
+    out.expect(0);
+    assert!(
+        out.stderr.contains("ignoring CNI_COMMAND=VERSION"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("removed"), "{}", out.stdout);
+    assert_eq!(owned(&lab.ctr), (vec![], vec![]));
+
+    // Without arguments, as a runtime runs a plugin: the CNI reply.
+    let out = symroute_bounded(&[], &[("CNI_COMMAND", "VERSION")]);
+    out.expect(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("CNI VERSION reply is not JSON ({e}): {}", out.stdout));
+    assert!(v["supportedVersions"].is_array(), "{v}");
+
+    // --json errors: JSON on stdout, exit code unchanged.
+    for cmd in ["apply", "status", "clean", "diagnose"] {
+        let args = [
+            "--config",
+            cfg.as_str(),
+            cmd,
+            "--netns",
+            "/nonexistent/ns",
+            "--json",
+        ];
+        let out = symroute_bounded(&args, &[]);
+        out.expect(2);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{cmd} --json error is not JSON ({e}): {}", out.stdout));
+        assert_eq!(v["code"], 2, "{v}");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("network namespace /nonexistent/ns: No such file or directory"),
+            "{v}"
+        );
+        assert!(out.stderr.is_empty(), "{cmd}: {}", out.stderr);
+    }
+    // A plan error under --json, with the CLI's hint.
+    let args = [
+        "--config",
+        cfg.as_str(),
+        "apply",
+        "--netns",
+        &path,
+        "--json",
+        "--gateway",
+        "eth1=10.99.0.1",
+    ];
+    let out = symroute_bounded(&args, &[]);
+    out.expect(2);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON error");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--gateway eth1=10.99.0.1"),
+        "{v}"
+    );
+}
+
+#[test]
+fn diagnose_says_no_route_and_blackhole_as_they_are() {
+    require_root();
+    let ns = ok(Ns::new("noroute"));
+    let peer = ok(Ns::new("noroute-peer"));
+    for (i, addr) in ["198.51.100.2/24", "203.0.113.2/24"].iter().enumerate() {
+        let name = format!("eth{i}");
+        ok(ns.veth(&name, &peer, &format!("p{i}")));
+        ok(ns.link_up(&name));
+        ok(peer.link_up(&format!("p{i}")));
+        ok(ns.add_addr(&name, net(addr)));
+    }
+    let cfg = empty_config();
+    let path = path_of(&ns);
+    let diag = ["--config", cfg.as_str(), "diagnose", "--netns", &path];
+    let out = symroute_bounded(&diag, &[]);
+    out.expect(1);
+    assert!(
+        out.stdout
+            .contains("verdict: NO ROUTE: 2 of 2 address(es) have no way"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("reply through another interface"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("no route"), "{}", out.stdout);
+
+    ok(ns.run_cmd("ip", ["route", "add", "blackhole", "default"]));
+    let out = symroute_bounded(&diag, &[]);
+    out.expect(1);
+    assert!(out.stdout.contains("blackhole route"), "{}", out.stdout);
+    assert!(!out.stdout.contains("Invalid argument"), "{}", out.stdout);
+    let j = [
+        "--config",
+        cfg.as_str(),
+        "diagnose",
+        "--netns",
+        &path,
+        "--json",
+    ];
+    let v: serde_json::Value =
+        serde_json::from_str(&symroute_bounded(&j, &[]).stdout).expect("diagnose JSON");
+    assert_eq!(v["addresses"][0]["verdict"], "no-route", "{v}");
+}

@@ -298,3 +298,16 @@ pub enum Command {
         dir: PathBuf,
     },
 }
+
+impl Command {
+    /// Whether the command was asked for JSON output (errors then are JSON too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Apply(a) => a.json,
+            Command::Status(a) => a.json,
+            Command::Clean(a) => a.json,
+            Command::Diagnose(a) => a.json,
+            _ => false,
+        }
+    }
+}

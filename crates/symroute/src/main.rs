@@ -33,8 +33,9 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-/// The error and its causes on one line. Library errors already end with
-/// their cause's text, so a cause already said is not repeated.
+/// The error and its causes on one line, escaped (names in it come from the
+/// namespace). Library errors already end with their cause's text, so a
+/// cause already said is not repeated.
 fn error_text(e: &anyhow::Error) -> String {
     let mut msg = String::new();
     for cause in e.chain() {
@@ -47,19 +48,75 @@ fn error_text(e: &anyhow::Error) -> String {
         }
         msg.push_str(&s);
     }
+    if let Some(hint) = hint(e).filter(|h| !msg.contains(h.as_str())) {
+        msg.push_str(&format!(" ({hint})"));
+    }
     symroute_core::render::escape(&msg).into_owned()
+}
+
+/// The command-line flag behind a plan error: the core names the interface
+/// and gateway, the CLI says where they came from.
+fn hint(e: &anyhow::Error) -> Option<String> {
+    use symroute_core::engine::EngineError;
+    use symroute_core::plan::PlanError as P;
+    let plan = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<EngineError>() {
+            Some(EngineError::Plan(p)) => Some(p),
+            _ => c.downcast_ref::<P>(),
+        })?;
+    Some(match plan {
+        P::UnknownInterface { ifname, gateway }
+        | P::WrongFamily {
+            ifname, gateway, ..
+        }
+        | P::OffLink {
+            ifname, gateway, ..
+        }
+        | P::OwnAddress { ifname, gateway } => {
+            format!("--gateway {ifname}={gateway}")
+        }
+        P::Duplicate { ifname, .. } => format!("--gateway {ifname}=..., given twice"),
+        P::TablesExhausted { .. } => "widen it with --table-band START-END".to_string(),
+        _ => return None,
+    })
+}
+
+/// A runtime runs a CNI plugin with no arguments at all; only then does
+/// `CNI_COMMAND` make this binary the plugin. With arguments it is ignored,
+/// with a warning (a stray variable must not turn `symroute clean` into a
+/// CNI reply that cleans nothing).
+fn cni_mode() -> bool {
+    let Some(cmd) = std::env::var_os("CNI_COMMAND") else {
+        return false;
+    };
+    if std::env::args_os().len() <= 1 {
+        return true;
+    }
+    eprintln!(
+        "symroute: warning: ignoring CNI_COMMAND={} in the environment: symroute acts as a CNI plugin only when run without arguments",
+        symroute_core::render::escape(&cmd.to_string_lossy())
+    );
+    false
 }
 
 fn main() -> ExitCode {
     // The same binary is the CNI plugin: a runtime runs /opt/cni/bin/symroute
     // (this binary, installed or copied there) with CNI_COMMAND set and the
     // network configuration on standard input. See docs/cni.md.
-    if std::env::var_os("CNI_COMMAND").is_some() {
+    if cni_mode() {
         return ExitCode::from(symroute_cni::main_from_process());
     }
     let cli = Cli::parse();
+    let json = cli.command.json();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if json => {
+            // serde_json escapes control characters itself.
+            let v = serde_json::json!({ "error": error_text(&e), "code": EXIT_ERROR });
+            println!("{v}");
+            ExitCode::from(EXIT_ERROR)
+        }
         Err(e) => {
             eprintln!("symroute: {}", error_text(&e));
             ExitCode::from(EXIT_ERROR)
