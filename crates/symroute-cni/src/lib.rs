@@ -606,6 +606,7 @@ fn add(req: &Request<'_>, stdout: &mut dyn Write, log: &mut Log<'_>) -> Result<(
         request: built.request,
         dry_run: false,
         dad_wait: req.opts.dad_wait,
+        interrupt: None,
     };
     let report = engine::apply_to(&mut k, snap, &opts).map_err(engine_error)?;
     let Some(iface) = report.plan.interfaces.first() else {

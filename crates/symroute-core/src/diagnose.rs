@@ -93,6 +93,28 @@ fn pick_probe(snap: &Snapshot, family: Family) -> IpAddr {
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 113)))
 }
 
+/// Why a reply lookup failed, in words: the kernel answers a lookup that
+/// lands on a `blackhole` route with EINVAL, `unreachable` with EHOSTUNREACH,
+/// `prohibit` with EACCES, and no route at all with ENETUNREACH.
+fn no_route_reason(snap: &Snapshot, family: Family, e: &KernelError) -> String {
+    use crate::kernel::errno;
+    let has_special = snap.routes.iter().any(|r| {
+        r.kind == RouteKind::Other
+            && r.family() == family
+            && r.table != crate::model::RT_TABLE_LOCAL
+    });
+    match e.errno() {
+        Some(errno::ENETUNREACH) => "no route".to_string(),
+        Some(errno::EINVAL) if has_special => "blackhole route: replies are dropped".to_string(),
+        Some(EHOSTUNREACH) if has_special => "unreachable route: replies are refused".to_string(),
+        Some(EACCES) if has_special => "prohibit route: replies are refused".to_string(),
+        _ => e.source.to_string(),
+    }
+}
+
+const EHOSTUNREACH: i32 = 113;
+const EACCES: i32 = 13;
+
 /// The first rule (by priority) that a lookup from `src` would follow into
 /// `table`.
 fn deciding_rule(snap: &Snapshot, src: IpAddr, table: u32) -> Option<String> {
@@ -108,7 +130,8 @@ fn deciding_rule(snap: &Snapshot, src: IpAddr, table: u32) -> Option<String> {
 }
 
 /// Diagnose the namespace behind `k`. `fix_command` is the apply command for
-/// this target, without gateway hints (e.g. "symroute apply --netns /run/netns/web").
+/// this target, without gateway hints and already shell-quoted (e.g.
+/// "symroute apply --netns /run/netns/web"); hints added here are quoted.
 pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, KernelError> {
     let snap = k.snapshot()?;
     let name = |idx: u32| snap.link(idx).map(|l| l.name.clone());
@@ -223,7 +246,7 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
                     rule: None,
                     strict_rpf_passes: false,
                     verdict: Verdict::NoRoute,
-                    error: Some(e.source.to_string()),
+                    error: Some(no_route_reason(&snap, a.family(), &e)),
                 },
             };
             addresses.push(rep);
@@ -239,7 +262,9 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
             .collect();
         for ifname in broken {
             if without_gw.iter().any(|n| n == ifname) {
-                cmd.push_str(&format!(" --gateway {ifname}=GATEWAY"));
+                cmd.push(' ');
+                cmd.push_str("--gateway ");
+                cmd.push_str(&render::shell_quote(&format!("{ifname}=GATEWAY")));
             }
         }
         cmd

@@ -3,6 +3,8 @@
 //! a real namespace and against a fake.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -28,6 +30,15 @@ pub enum EngineError {
         /// Undo steps that failed in turn.
         rollback_errors: Vec<KernelError>,
     },
+    /// The interrupt flag was set during the run; what it had done was
+    /// undone.
+    #[error("interrupted: rolled back {} change(s){}", .rolled_back.len(), interrupt_note(.rollback_errors))]
+    Interrupted {
+        /// Operations that had succeeded and were undone.
+        rolled_back: Vec<Op>,
+        /// Undo steps that failed in turn.
+        rollback_errors: Vec<KernelError>,
+    },
     /// Some removals failed; the rest were carried out.
     #[error("clean: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Clean(Vec<KernelError>),
@@ -47,6 +58,20 @@ fn rollback_note(errs: &[KernelError]) -> String {
     }
 }
 
+fn interrupt_note(errs: &[KernelError]) -> String {
+    if errs.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; rollback incomplete: {}",
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    }
+}
+
 /// How to run an apply.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -56,6 +81,9 @@ pub struct ApplyOptions {
     pub dry_run: bool,
     /// How long to wait for tentative (DAD) IPv6 addresses of managed links.
     pub dad_wait: Duration,
+    /// Checked between operations: once set, the run undoes what it did and
+    /// returns [`EngineError::Interrupted`] (a signal handler sets it).
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ApplyOptions {
@@ -65,6 +93,7 @@ impl Default for ApplyOptions {
             request: PlanRequest::default(),
             dry_run: false,
             dad_wait: Duration::from_secs(3),
+            interrupt: None,
         }
     }
 }
@@ -144,24 +173,47 @@ pub fn settled_snapshot<K: Kernel>(k: &mut K, wait: Duration) -> Result<Snapshot
 /// Carry out `ops` in order; on the first failure undo what was done, in
 /// reverse, and report both.
 pub fn execute_all<K: Kernel>(k: &mut K, ops: &[Op]) -> Result<(), EngineError> {
+    execute_interruptible(k, ops, None)
+}
+
+/// Undo `done`, last first: what was undone and the undo steps that failed.
+fn roll_back<K: Kernel>(k: &mut K, done: &[&Op]) -> (Vec<Op>, Vec<KernelError>) {
+    let mut rollback_errors = Vec::new();
+    let mut rolled_back = Vec::new();
+    for d in done.iter().rev() {
+        let inv = d.inverse();
+        match k.execute(&inv) {
+            Ok(()) => rolled_back.push((*d).clone()),
+            Err(e) if is_already(&e, &inv) => rolled_back.push((*d).clone()),
+            Err(e) => rollback_errors.push(e),
+        }
+    }
+    (rolled_back, rollback_errors)
+}
+
+/// [`execute_all`], also stopping (and undoing) as soon as `interrupt` is
+/// set, checked before each operation.
+pub fn execute_interruptible<K: Kernel>(
+    k: &mut K,
+    ops: &[Op],
+    interrupt: Option<&AtomicBool>,
+) -> Result<(), EngineError> {
     let mut done: Vec<&Op> = Vec::new();
     for op in ops {
+        if interrupt.is_some_and(|f| f.load(Ordering::SeqCst)) {
+            let (rolled_back, rollback_errors) = roll_back(k, &done);
+            return Err(EngineError::Interrupted {
+                rolled_back,
+                rollback_errors,
+            });
+        }
         match k.execute(op) {
             Ok(()) => done.push(op),
             // Already there / already gone: someone (a concurrent run) got
             // there first; nothing of ours to undo.
             Err(e) if is_already(&e, op) => {}
             Err(failed) => {
-                let mut rollback_errors = Vec::new();
-                let mut rolled_back = Vec::new();
-                for d in done.iter().rev() {
-                    let inv = d.inverse();
-                    match k.execute(&inv) {
-                        Ok(()) => rolled_back.push((*d).clone()),
-                        Err(e) if is_already(&e, &inv) => rolled_back.push((*d).clone()),
-                        Err(e) => rollback_errors.push(e),
-                    }
-                }
+                let (rolled_back, rollback_errors) = roll_back(k, &done);
                 return Err(EngineError::Apply {
                     failed,
                     rolled_back,
@@ -199,7 +251,7 @@ pub fn apply_to<K: Kernel>(
     let (rules, routes) = in_scope(&plan, &opts.request, rules, routes);
     let ops = diff(&plan.rules, &plan.routes, &rules, &routes);
     if !opts.dry_run {
-        execute_all(k, &ops)?;
+        execute_interruptible(k, &ops, opts.interrupt.as_deref())?;
     }
     let tentative = plan
         .interfaces

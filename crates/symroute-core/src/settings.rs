@@ -135,16 +135,24 @@ impl Settings {
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(s),
             Err(source) => return Err(SettingsError::Read { path, source }),
         };
-        let cfg: ConfigFile = toml::from_str(&text).map_err(|e| SettingsError::Parse {
-            path: path.clone(),
+        s = Settings::from_config_text(&text, &path)?;
+        Ok(s)
+    }
+
+    /// Settings from the defaults overlaid with the text of config file
+    /// `path` (already read, e.g. by a reader that bounds its size), checked.
+    pub fn from_config_text(text: &str, path: &Path) -> Result<Settings, SettingsError> {
+        let mut s = Settings::default();
+        let cfg: ConfigFile = toml::from_str(text).map_err(|e| SettingsError::Parse {
+            path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         s.overlay(&cfg).map_err(|e| SettingsError::Parse {
-            path: path.clone(),
+            path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         s.validate().map_err(|e| SettingsError::Parse {
-            path,
+            path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         Ok(s)

@@ -134,6 +134,7 @@ fn opts(request: PlanRequest) -> ApplyOptions {
         request,
         dry_run: false,
         dad_wait: Duration::ZERO,
+        interrupt: None,
     }
 }
 
