@@ -3,7 +3,7 @@
 
 use bollard::models::{ContainerInspectResponse, EventMessage};
 use symroute_core::model::{IfAddr, Link, Snapshot};
-use symroute_docker::client::{EventKind, event_from, socket_path};
+use symroute_docker::{EventKind, event_from, socket_path};
 use symroute_docker::model::{ContainerInfo, Decision, NetworkMode, decide, plan_request};
 
 /// An inspect answer as dockerd 20.10 sends it (trimmed), for a container on
