@@ -54,8 +54,7 @@ pub trait EngineApi: Clone + Send + Sync + 'static {
 
     /// Inspect a container by name or id; [`DockerError::NoSuchContainer`]
     /// when the engine does not know it (any more).
-    fn inspect(&self, id: &str)
-    -> impl Future<Output = Result<ContainerInfo, DockerError>> + Send;
+    fn inspect(&self, id: &str) -> impl Future<Output = Result<ContainerInfo, DockerError>> + Send;
 
     /// Inspect a network by name or id; [`DockerError::NoSuchNetwork`] when
     /// unknown.

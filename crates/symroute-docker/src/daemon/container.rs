@@ -117,12 +117,7 @@ impl<N: Namespaces> Daemon<N> {
 
     /// Inspect a container and converge it. `since` is the triggering
     /// event's timestamp, for the latency metric.
-    pub(crate) async fn reconcile<A: EngineApi>(
-        &mut self,
-        api: &A,
-        id: &str,
-        since: Option<i64>,
-    ) {
+    pub(crate) async fn reconcile<A: EngineApi>(&mut self, api: &A, id: &str, since: Option<i64>) {
         let info = match api.inspect(id).await {
             Ok(i) => i,
             Err(DockerError::NoSuchContainer(_)) => {

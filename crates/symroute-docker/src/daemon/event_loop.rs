@@ -16,7 +16,6 @@ use super::metrics::Metrics;
 use super::namespaces::Namespaces;
 use crate::engine_api::{Connector, EngineApi};
 
-
 /// The first reconnect delay; doubles per failed attempt.
 pub const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 /// The longest reconnect delay.
@@ -69,7 +68,9 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 api = %v.api_version,
                 "connected to {}", v.name
             ),
-            Err(e) => info!(socket = %api.endpoint(), error = %e, "connected (engine version unknown)"),
+            Err(e) => {
+                info!(socket = %api.endpoint(), error = %e, "connected (engine version unknown)")
+            }
         }
         // Subscribe first, then resync: nothing that happens in between is lost.
         let mut events = api.events();

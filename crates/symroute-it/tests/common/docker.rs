@@ -1226,10 +1226,14 @@ fn kill_leftovers(dir: &Path, report: &mut StopReport) {
     let needle = dir.as_os_str().as_bytes();
     // Two rounds: a shim may start a process while the first round runs.
     for _ in 0..2 {
-        let procs = lab_processes(dir);
+        let mut procs = lab_processes(dir);
         if procs.is_empty() {
             return;
         }
+        // Containers' processes before their shims: a container's init can
+        // die with its shim (parent-death signal) before it is signalled, and
+        // the report then misses it.
+        procs.sort_by_key(|p| p.cmdline.contains("containerd-shim"));
         let members: BTreeSet<u32> = procs.iter().map(|p| p.pid).collect();
         let mut victims = Vec::new();
         for p in procs {
