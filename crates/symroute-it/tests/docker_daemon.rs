@@ -181,7 +181,13 @@ impl Daemon {
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("GET http://{addr}/metrics: {e}"))?;
         match answer.split_once("\r\n\r\n") {
-            Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+            // HTTP/1.0 asked, HTTP/1.0 (or 1.1) answered.
+            Some((head, body))
+                if head.starts_with("HTTP/1.")
+                    && head.get(8..).is_some_and(|r| r.starts_with(" 200 ")) =>
+            {
+                Ok(body.to_string())
+            }
             _ => Err(format!("unexpected answer: {answer:?}")),
         }
     }

@@ -18,10 +18,11 @@
 //! - [`resync`]: the periodic resync against the engine's list;
 //! - [`namespaces`]: the namespace seam and its Linux implementation;
 //! - [`watch`]: link and address notifications of one namespace;
-//! - [`metrics`]: the Prometheus metrics and their HTTP endpoint.
+//! - [`metrics`]: the Prometheus metrics; [`http`]: their HTTP endpoint.
 
 mod container;
 mod event_loop;
+mod http;
 mod metrics;
 mod namespaces;
 mod resync;
@@ -40,7 +41,7 @@ use symroute_core::settings::Settings;
 
 pub use container::{BUSY_RETRY, LOCK_WAIT, RETRY_FIRST, RETRY_MAX, retry_delay};
 pub use event_loop::{RECONNECT_FIRST, RECONNECT_MAX};
-pub use metrics::Metrics;
+pub use metrics::{CONTENT_TYPE, LATENCY_BUCKETS, Metrics};
 pub use namespaces::{LinuxHandle, LinuxNamespaces, Namespaces, NsAccessError, NsHandle};
 
 /// How the daemon runs.
@@ -95,11 +96,11 @@ pub async fn run_with<C: Connector, N: Namespaces>(
 ) -> Result<(), DaemonError> {
     let server = match opts.metrics_listen {
         Some(addr) => {
-            let listener = metrics::bind(addr)
+            let listener = http::bind(addr)
                 .await
                 .map_err(|source| DaemonError::Metrics { addr, source })?;
             info!(listen = %addr, "metrics at /metrics");
-            Some(tokio::spawn(metrics::serve(listener, metrics.clone())))
+            Some(tokio::spawn(http::serve(listener, metrics.clone())))
         }
         None => None,
     };
