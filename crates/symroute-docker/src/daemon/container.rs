@@ -213,7 +213,7 @@ impl<N: Namespaces> Daemon<N> {
                 if fresh {
                     warn!(container = %info.label(), "{w}");
                 } else {
-                    debug!(container = %info.label(), "{w} (the engine's event may follow)");
+                    debug!(container = %info.label(), "{w} (Docker's event may follow)");
                 }
             }
             let opts = ApplyOptions {

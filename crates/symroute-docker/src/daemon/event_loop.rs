@@ -49,7 +49,7 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
             Err(e) => {
                 metrics.error();
                 metrics.set_connected(false);
-                error!(error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "cannot reach the engine");
+                error!(error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "cannot reach Docker");
                 tokio::select! {
                     () = &mut shutdown => break 'outer,
                     () = tokio::time::sleep(backoff) => {}
@@ -66,12 +66,12 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 engine = %v.name,
                 version = %v.version,
                 api = %v.api_version,
-                "connected to {}", v.name
+                "connected to Docker"
             ),
-            Err(e) => {
-                info!(socket = %api.endpoint(), error = %e, "connected (engine version unknown)")
-            }
+            Err(e) => info!(socket = %api.endpoint(), error = %e, "connected to Docker"),
         }
+        // The messages say "Docker" for Podman too (the engine field tells
+        // which): scripts and the tests match them exactly.
         // Subscribe first, then resync: nothing that happens in between is lost.
         let mut events = api.events();
         d.resync(&api).await;
@@ -86,11 +86,11 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                     Some(Ok(e)) => d.on_event(&api, e).await,
                     Some(Err(e)) => {
                         metrics.error();
-                        warn!(error = %e, "event stream failed; reconnecting");
+                        warn!(error = %e, "Docker event stream failed; reconnecting");
                         break;
                     }
                     None => {
-                        warn!("event stream ended (engine restarting?); reconnecting");
+                        warn!("Docker event stream ended (dockerd restarting?); reconnecting");
                         break;
                     }
                 },
