@@ -606,6 +606,7 @@ fn add(req: &Request<'_>, stdout: &mut dyn Write, log: &mut Log<'_>) -> Result<(
         request: built.request,
         dry_run: false,
         dad_wait: req.opts.dad_wait,
+        interrupt: None,
     };
     let report = engine::apply_to(&mut k, snap, &opts).map_err(engine_error)?;
     let Some(iface) = report.plan.interfaces.first() else {
@@ -623,7 +624,7 @@ fn add(req: &Request<'_>, stdout: &mut dyn Write, log: &mut Log<'_>) -> Result<(
         table: iface.table,
         rules_only: req.opts.table.is_some(),
         addrs: iface.addrs.iter().map(|a| a.addr()).collect(),
-        protocol: req.opts.settings.protocol,
+        protocol: req.opts.settings.protocol.get(),
         priority: req.opts.settings.priority,
     };
     if let Err(e) = state::save(&path, &state) {
