@@ -12,7 +12,10 @@
 //! - `DelRule` removes the first rule (in list order) matching the attributes
 //!   the message carries: family and priority always, table and protocol when
 //!   non-zero, the source when there is one. Nothing matching: ENOENT. The
-//!   message carries no other selectors, so it can match a rule that has some.
+//!   message carries no other selectors, so it can match a rule that has some
+//!   (a "delete" of a tagged `iif` rule can remove symroute's own `from`
+//!   rule listed before it), and it always names a table, so it never
+//!   matches a rule without one (blackhole, unreachable, goto).
 //! - `AddRoute` goes out with `NLM_F_EXCL`. The route is validated first, as
 //!   in `fib_create_info()` / `ip6_route_info_create()`: a device is needed
 //!   (ENODEV), it must exist (ENODEV) and be up (ENETDOWN); a preferred
@@ -25,8 +28,10 @@
 //!   multipath, IPv6 metric 0 read back as 1024.
 //! - `DelRoute` removes the first route matching table, prefix, and metric,
 //!   protocol, device and gateway when given; for IPv4 also the route type
-//!   (unicast), the scope and the preferred source when given, as
-//!   `fib_table_delete()` does. Nothing matching: ESRCH.
+//!   (the message's is unicast: a blackhole or unreachable route seeded into
+//!   `state` never matches), the scope and the preferred source when given,
+//!   as `fib_table_delete()` does; IPv6 ignores the type, as
+//!   `ip6_route_del()` does. Nothing matching: ESRCH.
 //!
 //! Failures can be injected ([`FakeKernel::fail_at`]); every call to
 //! [`Kernel::execute`] is logged. [`Kernel::route_get`] is not emulated:

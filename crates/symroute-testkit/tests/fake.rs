@@ -205,3 +205,95 @@ fn link_events_follow_the_kernel() {
     k.remove_link(2);
     assert!(k.state.links.is_empty());
 }
+
+#[test]
+fn a_rule_delete_matches_only_the_attributes_it_carries() {
+    // The kernel's rule_find(): a delete message carries no iif, so a
+    // "delete of the tagged iif rule" removes the first rule with the
+    // family, priority, table and protocol sent: here symroute's own
+    // `from` rule, listed first. This is the bug the ownership
+    // classification prevents (issue 7 case 10).
+    let mut k = FakeKernel::with_links(vec![]);
+    let ours = rule("10.0.0.2/32", 10000, 115);
+    let iif = Rule {
+        src: None,
+        other_selectors: true,
+        ..ours.clone()
+    };
+    k.execute(&Op::AddRule(ours.clone())).unwrap();
+    k.state.rules.insert(2, iif.clone());
+    k.execute(&Op::DelRule(iif.clone())).unwrap();
+    assert!(k.state.rules.contains(&iif), "the iif rule is still there");
+    assert!(!k.state.rules.contains(&ours), "ours went instead");
+    // An add with the same identity as a rule with extra selectors is no
+    // duplicate (rule_exists() compares the selectors).
+    k.execute(&Op::AddRule(ours.clone())).unwrap();
+    // A blackhole rule (no table) never matches a delete that names one.
+    let blackhole = Rule {
+        table: 0,
+        other_selectors: true,
+        ..rule("10.0.0.3/32", 0, 115)
+    };
+    k.state.rules.insert(1, blackhole.clone());
+    assert_eq!(
+        errno(k.execute(&Op::DelRule(rule("10.0.0.3/32", 10000, 115)))),
+        Some(libc::ENOENT)
+    );
+    assert!(k.state.rules.contains(&blackhole));
+}
+
+#[test]
+fn route_deletes_follow_the_route_type_rules_of_each_family() {
+    let a6 = IfAddr {
+        net: "2001:db8::2/64".parse().unwrap(),
+        global: true,
+        tentative: false,
+        dad_failed: false,
+    };
+    let mut k = FakeKernel::with_links(vec![link(2, true, vec![v4("10.0.0.2/24"), a6])]);
+    // IPv4: fib_table_delete() matches the type: a unicast delete of a
+    // blackhole finds nothing (ESRCH), so the blackhole stays forever.
+    let blackhole = Route {
+        kind: RouteType::BLACKHOLE,
+        oif: 0,
+        scope: Scope::Universe,
+        ..route("198.51.100.0/24", None, 10000, 0)
+    };
+    k.state.routes.push(blackhole.clone());
+    let del = Route {
+        kind: RouteType::UNICAST,
+        ..blackhole.clone()
+    };
+    assert_eq!(errno(k.execute(&Op::DelRoute(del))), Some(libc::ESRCH));
+    assert!(k.state.routes.contains(&blackhole));
+    // It still holds its key: an add of a unicast route there is EEXIST.
+    let mut same_key = route("198.51.100.0/24", Some("10.0.0.1"), 10000, 2);
+    same_key.scope = Scope::Universe;
+    assert_eq!(
+        errno(k.execute(&Op::AddRoute(same_key))),
+        Some(libc::EEXIST)
+    );
+    // IPv6: ip6_route_del() ignores the type but matches the device a
+    // message names (a blackhole sits on lo).
+    let bh6 = Route {
+        kind: RouteType::BLACKHOLE,
+        oif: 1,
+        scope: Scope::Universe,
+        metric: 1024,
+        ..route("2001:db8:99::/64", None, 10000, 1)
+    };
+    k.state.routes.push(bh6.clone());
+    let del6 = Route {
+        kind: RouteType::UNICAST,
+        oif: 2,
+        ..bh6.clone()
+    };
+    assert_eq!(errno(k.execute(&Op::DelRoute(del6))), Some(libc::ESRCH));
+    let del6_any = Route {
+        kind: RouteType::UNICAST,
+        oif: 0,
+        ..bh6.clone()
+    };
+    k.execute(&Op::DelRoute(del6_any)).unwrap();
+    assert!(!k.state.routes.contains(&bh6));
+}
