@@ -624,7 +624,7 @@ fn add(req: &Request<'_>, stdout: &mut dyn Write, log: &mut Log<'_>) -> Result<(
         table: iface.table,
         rules_only: req.opts.table.is_some(),
         addrs: iface.addrs.iter().map(|a| a.addr()).collect(),
-        protocol: req.opts.settings.protocol,
+        protocol: req.opts.settings.protocol.get(),
         priority: req.opts.settings.priority,
     };
     if let Err(e) = state::save(&path, &state) {

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use symroute_core::diff::Op;
 use symroute_core::model::{Family, Snapshot};
+use symroute_core::ownership::{Space, classify};
 use symroute_core::settings::Settings;
 
 /// The attachment whose objects go.
@@ -25,20 +26,25 @@ pub struct Scope {
 
 /// The operations that remove the attachment's objects, rules first.
 pub fn teardown(snap: &Snapshot, settings: &Settings, scope: &Scope) -> Vec<Op> {
-    let tag = settings.protocol;
+    // The attachment's own table joins the space (sbr's `table`); a
+    // reserved one never does.
+    let space = scope
+        .table
+        .and_then(|t| Space::of(settings).with_table(t).ok())
+        .unwrap_or_else(|| Space::of(settings));
+    let own = classify(snap, &space);
     let link = snap.link_by_name(&scope.ifname);
     let mut addrs: BTreeSet<IpAddr> = scope.addrs.iter().copied().collect();
     if let Some(l) = link {
         addrs.extend(l.global_addrs().map(|a| a.addr()));
     }
-    let rules: Vec<_> = snap
-        .tagged_rules(tag)
+    let rules: Vec<_> = own
+        .rules
+        .iter()
         .filter(|r| {
-            !r.other_selectors
-                && r.src.is_some_and(|s| {
-                    s.prefix_len() == Family::of(&s.addr()).host_prefix()
-                        && addrs.contains(&s.addr())
-                })
+            r.src.is_some_and(|s| {
+                s.prefix_len() == Family::of(&s.addr()).host_prefix() && addrs.contains(&s.addr())
+            })
         })
         .cloned()
         .collect();
@@ -49,8 +55,9 @@ pub fn teardown(snap: &Snapshot, settings: &Settings, scope: &Scope) -> Vec<Op> 
             .into_iter()
             .chain(rules.iter().map(|r| r.table))
             .collect();
-        let mut routes: Vec<_> = snap
-            .tagged_routes(tag)
+        let mut routes: Vec<_> = own
+            .routes
+            .iter()
             .filter(|r| tables.contains(&r.table) || link.is_some_and(|l| r.oif == l.index))
             .cloned()
             .collect();
@@ -58,5 +65,6 @@ pub fn teardown(snap: &Snapshot, settings: &Settings, scope: &Scope) -> Vec<Op> 
         routes.sort_by_key(|r| r.gateway.is_none());
         ops.extend(routes.into_iter().map(Op::DelRoute));
     }
-    ops
+    // A delete that could also match an unrepresentable tagged rule is not sent.
+    own.exact_deletes(ops).0
 }

@@ -13,7 +13,7 @@ use symroute_cni::types::{self, NetConf, PrevResult};
 use symroute_cni::{Env, build_request, run};
 use symroute_core::diff::Op;
 use symroute_core::model::{
-    Family, IfAddr, Link, Route, RouteKind, Rule, Scope as RScope, Snapshot,
+    Family, IfAddr, Link, Route, RouteType, Rule, Scope as RScope, Snapshot,
 };
 use symroute_core::plan::{Selection, plan};
 use symroute_core::settings::Settings;
@@ -295,7 +295,7 @@ fn snapshot_with_two_attachments() -> (Snapshot, Settings) {
         oif: 3,
         prefsrc: Some(ip("203.0.113.50")),
         scope: RScope::Link,
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: 0,
         onlink: false,
         protocol: 2,

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::diff::Op;
-use crate::model::{Family, Route, RouteKind, Rule, Scope, Snapshot};
+use crate::model::{Family, Route, Rule, Scope, Snapshot};
 
 /// `from 172.18.0.2/32 lookup 10001 priority 3000 protocol 115`
 pub fn rule_args(r: &Rule) -> String {
@@ -104,7 +104,7 @@ pub fn route_args(r: &Route, names: Option<&Snapshot>) -> String {
         .map(|w| escape(w).into_owned())
         .collect();
     let mut s = words.join(" ");
-    if r.kind == RouteKind::Other {
+    if !r.kind.is_unicast() {
         s = format!("(non-unicast) {s}");
     }
     s

@@ -24,6 +24,7 @@ use symroute_core::diff::Op;
 use symroute_core::engine::{self, ApplyOptions};
 use symroute_core::kernel::{Kernel, KernelError, RouteAnswer, RouteQuery, errno_error};
 use symroute_core::model::{IfAddr, Link, Route, Rule};
+use symroute_core::ownership::{Space, classify};
 use symroute_core::settings::Settings;
 use symroute_docker::daemon::{
     self, DaemonOptions, Metrics, Namespaces, NsAccessError, NsHandle, RECONNECT_FIRST,
@@ -231,9 +232,9 @@ impl FakeNs {
     /// symroute's rules and routes in this namespace.
     fn tagged(&self) -> (Vec<Rule>, Vec<Route>) {
         let k = self.kernel();
-        let p = Settings::default().protocol;
-        let mut rules: Vec<Rule> = k.state.tagged_rules(p).cloned().collect();
-        let mut routes: Vec<Route> = k.state.tagged_routes(p).cloned().collect();
+        let own = classify(&k.state, &Space::of(&Settings::default()));
+        let mut rules: Vec<Rule> = own.rules;
+        let mut routes: Vec<Route> = own.routes;
         rules.sort();
         routes.sort();
         (rules, routes)
@@ -479,9 +480,9 @@ fn expected(info: &ContainerInfo, kernel: &FakeKernel) -> (Vec<Rule>, Vec<Route>
         ..ApplyOptions::default()
     };
     engine::apply_to(&mut k, snap, &opts).expect("the plan applies on a copy");
-    let p = Settings::default().protocol;
-    let mut rules: Vec<Rule> = k.state.tagged_rules(p).cloned().collect();
-    let mut routes: Vec<Route> = k.state.tagged_routes(p).cloned().collect();
+    let own = classify(&k.state, &Space::of(&Settings::default()));
+    let mut rules: Vec<Rule> = own.rules;
+    let mut routes: Vec<Route> = own.routes;
     rules.sort();
     routes.sort();
     (rules, routes)
