@@ -43,15 +43,16 @@ fn engine_error(e: EngineError) -> CniError {
     }
 }
 
-/// A planner message with the CNI's own hint: the gateway is given with the
-/// configuration's `gateways` key.
+/// A planner message in the CNI's words: gateways are given with the
+/// configuration's `gateways` key (never the command line's `--gateway`).
 fn hint(text: &str) -> String {
+    let text = text.replace("--gateway ", "gateway ");
     if text.contains("gateway") {
         format!(
             "{text} (give the gateway with the configuration's \"gateways\" key, or let the previous plugin's result name one)"
         )
     } else {
-        text.to_string()
+        text
     }
 }
 
