@@ -15,7 +15,7 @@ use serde_json::Value;
 use symroute_core::diff::Op;
 use symroute_core::engine::{self, ApplyOptions, EngineError};
 use symroute_core::kernel::{Kernel, is_already};
-use symroute_core::model::{Link, Snapshot};
+use symroute_core::model::{Link, Protocol, Snapshot};
 use symroute_core::render;
 use symroute_core::report;
 
@@ -34,6 +34,12 @@ fn engine_error(e: EngineError) -> CniError {
             code::PLAN,
             "cannot plan the interface's routing",
             hint(&p.to_string()),
+        ),
+        // The configuration's `table` holds another attachment's routes.
+        e @ EngineError::TableInUse { .. } => CniError::with_details(
+            code::INVALID_CONFIG,
+            e.to_string(),
+            "name a table of your own with the \"table\" key, or leave it out to get one from the band",
         ),
         other => CniError::with_details(
             code::KERNEL,
@@ -161,8 +167,15 @@ pub fn add<'r, N: Namespaces>(
         request: built.request,
         dry_run: false,
         dad_wait: req.opts.dad_wait,
+        interrupt: None,
     };
     let report = engine::apply_to(&mut k, snap, &opts).map_err(engine_error)?;
+    if let Some(skipped) = report.plan.skipped.iter().find(|s| s.name == ifname) {
+        // Another writer (the host writer, another plugin configuration)
+        // already routes this interface's replies: leave it to that one.
+        log.line(&format!("{skipped}; nothing changed, nothing recorded"));
+        return Ok(prev_value);
+    }
     let Some(iface) = report.plan.interfaces.first() else {
         return Err(CniError::new(
             code::PLAN,
@@ -179,7 +192,7 @@ pub fn add<'r, N: Namespaces>(
         table: iface.table,
         rules_only: req.opts.table.is_some(),
         addrs: iface.addrs.iter().map(|a| a.addr()).collect(),
-        protocol: req.opts.settings.protocol,
+        protocol: req.opts.settings.protocol.get(),
         priority: req.opts.settings.priority,
     };
     if let Err(e) = state::save(&req.state_path(cid, ifname), &record) {
@@ -304,7 +317,7 @@ pub fn del<N: Namespaces>(nss: &N, req: &Request<'_>, log: &mut Log<'_>) -> Resu
     ns.refuse_host()?;
     let recorded = recorded.filter(|s| s.netns_id == ns.id());
     let mut scope = match &recorded {
-        Some(s) => Scope::of(s),
+        Some(s) => Scope::of(s)?,
         None => Scope {
             ifname: ifname.to_string(),
             table: req.opts.table,
@@ -343,8 +356,9 @@ pub fn check<N: Namespaces>(nss: &N, req: &Request<'_>, log: &mut Log<'_>) -> Re
     let mut settings = req.opts.settings;
     if let Ok(Some(s)) = state::load(&req.state_path(cid, ifname))
         && s.netns_id == ns.id()
+        && let Ok(protocol) = Protocol::new(s.protocol)
     {
-        settings.protocol = s.protocol;
+        settings.protocol = protocol;
         settings.priority = s.priority;
     }
     let _lock = ns.lock(req.opts.lock_timeout)?;
@@ -427,7 +441,9 @@ pub fn gc<N: Namespaces>(nss: &N, req: &Request<'_>, log: &mut Log<'_>) -> Resul
         log.attachment = format!("{}/{}", st.container_id, st.ifname);
         match nss.open(&st.netns) {
             Ok(ns) if ns.id() == st.netns_id && ns.refuse_host().is_ok() => {
-                if let Err(e) = clean_attachment(&ns, req, &Scope::of(&st), log) {
+                if let Err(e) =
+                    Scope::of(&st).and_then(|scope| clean_attachment(&ns, req, &scope, log))
+                {
                     errors.push(e.to_string());
                     continue;
                 }

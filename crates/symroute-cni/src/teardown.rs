@@ -1,26 +1,31 @@
 //! What DEL and GC remove for one attachment: only objects inside its
-//! space. Pure.
+//! space, as the core's one ownership classification
+//! ([`symroute_core::ownership::classify`]) decides. Pure.
 //!
-//! - rules: tagged with the attachment's recorded protocol, at its
-//!   recorded priority, `from ADDR/32|/128` of one of its addresses and
-//!   nothing else, looking up a table of its space;
+//! The attachment's space: its recorded protocol and rule priority, the
+//! band of the settings, plus the table it named with sbr's `table` (as
+//! recorded). The kernel's own tables (0, 253 default, 254 main, 255
+//! local) never are, so a pod's main-table route is never deleted,
+//! whatever its tag. Of the objects that are ours in that space, the
+//! attachment's are
+//! - rules `from ADDR/32|/128` of one of its addresses;
 //! - routes (unless it only added rules, sbr's `table`: that table's routes
-//!   belong to whoever filled it): tagged, in its table or a band table its
-//!   rules point at.
+//!   belong to whoever filled it) in its table or a table its rules point
+//!   at; never chosen by output interface alone (another writer's route
+//!   through the same link stays).
 //!
-//! Its space is the band of the settings plus the table it recorded; the
-//! kernel's own tables (0, 253 default, 254 main, 255 local) never are, so
-//! a pod's main-table route is never deleted, whatever its tag. Routes are
-//! chosen by table, never by output interface alone (another writer's
-//! route through the same link, in main or in its own table, stays).
+//! A delete that could also match a tagged rule symroute cannot describe
+//! exactly is not sent ([`Ownership::exact_deletes`]).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use symroute_core::diff::Op;
-use symroute_core::model::{Family, Snapshot};
+use symroute_core::model::{Family, Protocol, Snapshot};
+use symroute_core::ownership::{Ownership, Space, classify};
 use symroute_core::settings::{DEFAULT_PRIORITY, Settings};
 
+use crate::error::{CniError, code};
 use crate::state::AttachmentState;
 
 /// The attachment whose objects go.
@@ -37,7 +42,7 @@ pub struct Scope {
     /// Whether symroute may have made routes (false with sbr's `table`).
     pub routes: bool,
     /// The tag ADD wrote (recorded; the configuration's without a record).
-    pub protocol: u8,
+    pub protocol: Protocol,
     /// The rule priority ADD used.
     pub priority: u32,
 }
@@ -57,43 +62,59 @@ impl Default for Scope {
 }
 
 impl Scope {
-    /// The scope ADD recorded.
-    pub fn of(s: &AttachmentState) -> Scope {
-        Scope {
+    /// The scope ADD recorded. A record whose protocol is someone else's
+    /// (hand-edited, or from a version that accepted it) removes nothing.
+    pub fn of(s: &AttachmentState) -> Result<Scope, CniError> {
+        let protocol = Protocol::new(s.protocol).map_err(|e| {
+            CniError::with_details(
+                code::CLEANUP,
+                format!(
+                    "the record of {}/{} names protocol {}: not removing anything",
+                    s.container_id, s.ifname, s.protocol
+                ),
+                e.to_string(),
+            )
+        })?;
+        Ok(Scope {
             ifname: s.ifname.clone(),
             link: s.link,
             addrs: s.addrs.clone(),
             table: Some(s.table),
             routes: !s.rules_only,
-            protocol: s.protocol,
+            protocol,
             priority: s.priority,
+        })
+    }
+
+    /// The attachment's space under `settings`.
+    fn space(&self, settings: &Settings) -> Space {
+        let base = Space {
+            protocol: self.protocol,
+            priority: self.priority,
+            ..Space::of(settings)
+        };
+        // A reserved table never joins (the record cannot name one).
+        match self.table {
+            Some(t) => base.clone().with_table(t).unwrap_or(base),
+            None => base,
         }
     }
 }
 
-/// The kernel's own tables: unspec, default, main, local.
-fn reserved(table: u32) -> bool {
-    matches!(table, 0 | 253..=255)
-}
-
 /// The operations that remove the attachment's objects, rules first.
 pub fn teardown(snap: &Snapshot, settings: &Settings, scope: &Scope) -> Vec<Op> {
-    let in_space =
-        |t: u32| !reserved(t) && (settings.in_band(t) || scope.table.is_some_and(|s| s == t));
+    let own: Ownership = classify(snap, &scope.space(settings));
     let mut addrs: BTreeSet<IpAddr> = scope.addrs.iter().copied().collect();
     if let Some(l) = snap.link_by_name(&scope.ifname) {
         addrs.extend(l.global_addrs().map(|a| a.addr()));
     }
-    let rules: Vec<_> = snap
-        .tagged_rules(scope.protocol)
+    let rules: Vec<_> = own
+        .rules
+        .iter()
         .filter(|r| {
-            !r.other_selectors
-                && r.priority == scope.priority
-                && in_space(r.table)
-                && r.src.is_some_and(|s| {
-                    s.prefix_len() == Family::of(&s.addr()).host_prefix()
-                        && addrs.contains(&s.addr())
-                })
+            r.src.is_some_and(|s| {
+                s.prefix_len() == Family::of(&s.addr()).host_prefix() && addrs.contains(&s.addr())
+            })
         })
         .cloned()
         .collect();
@@ -103,10 +124,10 @@ pub fn teardown(snap: &Snapshot, settings: &Settings, scope: &Scope) -> Vec<Op> 
             .table
             .into_iter()
             .chain(rules.iter().map(|r| r.table))
-            .filter(|t| in_space(*t))
             .collect();
-        let mut routes: Vec<_> = snap
-            .tagged_routes(scope.protocol)
+        let mut routes: Vec<_> = own
+            .routes
+            .iter()
             .filter(|r| tables.contains(&r.table))
             .cloned()
             .collect();
@@ -114,5 +135,5 @@ pub fn teardown(snap: &Snapshot, settings: &Settings, scope: &Scope) -> Vec<Op> 
         routes.sort_by_key(|r| r.gateway.is_none());
         ops.extend(routes.into_iter().map(Op::DelRoute));
     }
-    ops
+    own.exact_deletes(ops).0
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{CniError, code};
-use symroute_core::model::Family;
+use symroute_core::model::{Family, Protocol};
 use symroute_core::settings::{ConfigFile, Settings};
 
 /// Spec versions symroute speaks, oldest first.
@@ -348,7 +348,7 @@ pub const DEFAULT_DATA_DIR: &str = "/run/symroute/cni";
 /// The CNI plugin's own tag, apart from the host writer's (the CLI and the
 /// daemon, 115): the two writer classes never delete each other's objects
 /// (docs/cni.md, "Two tags"). A configuration's `protocol` key overrides it.
-pub const DEFAULT_PROTOCOL: u8 = 116;
+pub const DEFAULT_PROTOCOL: Protocol = Protocol::CNI;
 
 fn seconds(key: &str, v: Option<f64>, default: f64) -> Result<std::time::Duration, CniError> {
     let s = v.unwrap_or(default);

@@ -13,7 +13,7 @@ use symroute_cni::types::{self, NetConf, PrevResult};
 use symroute_cni::{Env, build_request, run};
 use symroute_core::diff::Op;
 use symroute_core::model::{
-    Family, IfAddr, Link, Route, RouteKind, Rule, Scope as RScope, Snapshot,
+    Family, IfAddr, Link, Protocol, Route, RouteType, Rule, Scope as RScope, Snapshot,
 };
 use symroute_core::plan::{Selection, plan};
 use symroute_core::settings::Settings;
@@ -295,7 +295,7 @@ fn snapshot_with_two_attachments() -> (Snapshot, Settings) {
         oif: 3,
         prefsrc: Some(ip("203.0.113.50")),
         scope: RScope::Link,
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: 0,
         onlink: false,
         protocol: 2,
@@ -315,7 +315,7 @@ fn teardown_removes_one_attachment_only() {
             addrs: vec![],
             table: None,
             routes: true,
-            protocol: 115,
+            protocol: Protocol::HOST,
             ..Scope::default()
         },
     );
@@ -358,7 +358,7 @@ fn teardown_removes_one_attachment_only() {
             addrs: vec![ip("203.0.113.50")],
             table: Some(table),
             routes: true,
-            protocol: 115,
+            protocol: Protocol::HOST,
             ..Scope::default()
         },
     );
@@ -372,7 +372,7 @@ fn teardown_removes_one_attachment_only() {
             addrs: vec![],
             table: Some(5001),
             routes: false,
-            protocol: 115,
+            protocol: Protocol::HOST,
             ..Scope::default()
         },
     );
@@ -392,7 +392,7 @@ fn teardown_never_touches_main_or_another_priority() {
         oif: 3,
         prefsrc: None,
         scope: RScope::Universe,
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: 0,
         onlink: false,
         protocol: 115,
@@ -417,7 +417,7 @@ fn teardown_never_touches_main_or_another_priority() {
             addrs: vec![],
             table: None,
             routes: true,
-            protocol: 115,
+            protocol: Protocol::HOST,
             ..Scope::default()
         },
     );

@@ -18,7 +18,7 @@ use symroute_cni::ns::{Namespace, Namespaces, OpenError};
 use symroute_cni::{Env, run_with};
 use symroute_core::diff::Op;
 use symroute_core::kernel::{Kernel, KernelError, RouteAnswer, RouteQuery};
-use symroute_core::model::{IfAddr, Link, Route, RouteKind, Rule, Scope, Snapshot};
+use symroute_core::model::{IfAddr, Link, Route, RouteType, Rule, Scope, Snapshot};
 use symroute_testkit::fake::FakeKernel;
 
 fn net(s: &str) -> IpNet {
@@ -162,7 +162,7 @@ impl Lab {
             oif: 2,
             prefsrc: None,
             scope: Scope::Universe,
-            kind: RouteKind::Unicast,
+            kind: RouteType::UNICAST,
             metric: 0,
             onlink: false,
             protocol: 3,
@@ -404,7 +404,6 @@ fn two_attachments_in_one_namespace_never_touch_each_other() {
 }
 
 #[test]
-#[ignore = "pending the core's Only-scope (PLAN.md item 4): today the engine counts every tagged rule to the table as the attachment's"]
 fn rules_only_attachments_may_share_a_table() {
     let lab = Lab::new("shared");
     lab.pod("ADD", "net1", json!({"table": 5001})).ok();
@@ -458,7 +457,6 @@ fn gc_removes_only_attachments_not_listed() {
 /// plugin's own tag, through the attachment's link) is not the
 /// attachment's: ADD and DEL leave it.
 #[test]
-#[ignore = "pending the core's ownership classification (PLAN.md item 2): today the engine's Only-scope takes every tagged route through the link, main included"]
 fn a_tagged_main_table_route_is_never_deleted() {
     let lab = Lab::new("main");
     let main_route = Route {
@@ -468,7 +466,7 @@ fn a_tagged_main_table_route_is_never_deleted() {
         oif: 3,
         prefsrc: None,
         scope: Scope::Universe,
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: 0,
         onlink: false,
         protocol: 116,
@@ -554,7 +552,6 @@ fn configuration_errors_are_code_7_and_change_nothing() {
 /// Issue 7 case 2: protocol numbers of others (kernel, iproute2's
 /// rt_protos, routing daemons) are refused with code 7.
 #[test]
-#[ignore = "pending the core's reserved-protocol list in Settings::validate (PLAN.md item 3)"]
 fn reserved_protocols_are_refused() {
     let lab = Lab::new("proto");
     for p in [9, 11, 12, 16, 42, 99, 186, 192] {

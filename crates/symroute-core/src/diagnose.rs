@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::kernel::{Kernel, KernelError, RouteQuery};
-use crate::model::{Family, RT_TABLE_MAIN, RouteKind, Snapshot};
+use crate::model::{Family, RT_TABLE_MAIN, Snapshot};
 use crate::render;
 
 /// Off-link probes from the documentation ranges, tried in order; the first
@@ -117,7 +117,7 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
     let mut defaults: Vec<DefaultRoute> = snap
         .routes
         .iter()
-        .filter(|r| r.table == RT_TABLE_MAIN && r.is_default() && r.kind == RouteKind::Unicast)
+        .filter(|r| r.table == RT_TABLE_MAIN && r.is_default() && r.kind.is_unicast())
         .map(|r| DefaultRoute {
             route: render::route_show(r, Some(&snap)),
             interface: name(r.oif).unwrap_or_else(|| "(multipath)".into()),
@@ -167,7 +167,7 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
     for link in snap.links.iter().filter(|l| !l.loopback) {
         let has_default = snap.routes.iter().any(|r| {
             r.is_default()
-                && r.kind == RouteKind::Unicast
+                && r.kind.is_unicast()
                 && (r.oif == link.index || r.multipath.iter().any(|n| n.oif == link.index))
         });
         if link.global_addrs().next().is_some() && !has_default {
@@ -182,7 +182,7 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
                 iif: None,
             };
             let rep = match k.route_get(&q) {
-                Ok(ans) if ans.kind == 1 || ans.oif != 0 => {
+                Ok(ans) if ans.kind.is_unicast() || ans.oif != 0 => {
                     let symmetric = ans.oif == link.index;
                     AddressReport {
                         interface: link.name.clone(),

@@ -9,6 +9,7 @@ pub mod diff;
 pub mod engine;
 pub mod kernel;
 pub mod model;
+pub mod ownership;
 pub mod plan;
 pub mod render;
 pub mod report;

@@ -2,7 +2,7 @@
 //! plan reads as the commands an operator would type.
 
 use crate::diff::Op;
-use crate::model::{Family, Route, RouteKind, Rule, Scope, Snapshot};
+use crate::model::{Family, Route, Rule, Scope, Snapshot};
 
 /// `from 172.18.0.2/32 lookup 10001 priority 3000 protocol 115`
 pub fn rule_args(r: &Rule) -> String {
@@ -92,7 +92,7 @@ pub fn route_args(r: &Route, names: Option<&Snapshot>) -> String {
     } else {
         r.dst.to_string()
     };
-    if r.kind == RouteKind::Other {
+    if !r.kind.is_unicast() {
         s = format!("(non-unicast) {s}");
     }
     if let Some(gw) = r.gateway {

@@ -15,7 +15,7 @@ use cni_harness::{Att, Meta, PluginRun, PodLab, ip, ok, plugin_conf};
 use common::{Dump, assert_same_dump, dump};
 
 /// The CNI plugin's own tag (the host writer's is 115).
-const CNI_TAG: u8 = symroute_cni::types::DEFAULT_PROTOCOL;
+const CNI_TAG: u8 = 116; // symroute_core::model::Protocol::CNI
 
 /// The plugin's objects in `ns`, sorted.
 fn owned(

@@ -152,8 +152,8 @@ fn own_objects_with(tag: u8) -> (usize, usize) {
         .snapshot()
         .unwrap_or_else(|e| panic!("read our own rules and routes: {e}"));
     (
-        snap.tagged_rules(tag).count(),
-        snap.tagged_routes(tag).count(),
+        snap.rules.iter().filter(|r| r.protocol == tag).count(),
+        snap.routes.iter().filter(|r| r.protocol == tag).count(),
     )
 }
 

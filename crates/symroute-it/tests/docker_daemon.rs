@@ -361,8 +361,18 @@ fn try_tagged(path: &Path) -> Result<(Vec<Rule>, Vec<Route>), String> {
     let snap = NetlinkKernel::new(sock)
         .snapshot()
         .map_err(|e| e.to_string())?;
-    let mut rules: Vec<Rule> = snap.tagged_rules(TAG).cloned().collect();
-    let mut routes: Vec<Route> = snap.tagged_routes(TAG).cloned().collect();
+    let mut rules: Vec<Rule> = snap
+        .rules
+        .iter()
+        .filter(|r| r.protocol == TAG)
+        .cloned()
+        .collect();
+    let mut routes: Vec<Route> = snap
+        .routes
+        .iter()
+        .filter(|r| r.protocol == TAG)
+        .cloned()
+        .collect();
     rules.sort();
     routes.sort();
     Ok((rules, routes))

@@ -163,6 +163,7 @@ fn run(cli: Cli) -> Result<u8> {
                 },
                 dry_run,
                 dad_wait: Duration::from_secs_f64(dad_wait),
+                interrupt: None,
             };
             let rep = engine::apply(&mut opened.kernel, &opts)
                 .with_context(|| format!("apply in {}", t.path().display()))?;

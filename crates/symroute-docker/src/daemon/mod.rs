@@ -228,6 +228,7 @@ impl Daemon {
                     request,
                     dry_run: false,
                     dad_wait: Duration::ZERO,
+                    interrupt: None,
                 };
                 engine::apply_to(&mut m.kernel, snap, &opts)
             });

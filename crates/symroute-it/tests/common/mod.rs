@@ -199,8 +199,18 @@ pub fn snapshot(ns: &Ns) -> Snapshot {
 /// The rules and routes carrying `tag`, read back from the kernel, sorted.
 pub fn owned_with(ns: &Ns, tag: u8) -> (Vec<Rule>, Vec<Route>) {
     let snap = snapshot(ns);
-    let mut rules: Vec<Rule> = snap.tagged_rules(tag).cloned().collect();
-    let mut routes: Vec<Route> = snap.tagged_routes(tag).cloned().collect();
+    let mut rules: Vec<Rule> = snap
+        .rules
+        .iter()
+        .filter(|r| r.protocol == tag)
+        .cloned()
+        .collect();
+    let mut routes: Vec<Route> = snap
+        .routes
+        .iter()
+        .filter(|r| r.protocol == tag)
+        .cloned()
+        .collect();
     rules.sort();
     routes.sort();
     (rules, routes)
