@@ -580,3 +580,30 @@ fn a_prev_result_ip_not_on_the_interface_is_skipped_with_a_log_line() {
     let rules = tagged_rules(&lab.state(), 116);
     assert_eq!(rules.len(), 1, "{rules:?}");
 }
+
+/// An interface another writer already manages (a `from ADDR` rule of
+/// another tag, here the host writer's 115, to a table of its own) is left
+/// alone: ADD succeeds, logs it, records and changes nothing.
+#[test]
+fn an_interface_managed_by_another_writer_is_left_alone() {
+    let lab = Lab::new("other");
+    lab.kernel.borrow_mut().state.rules.push(Rule {
+        family: symroute_core::model::Family::V4,
+        priority: 3000,
+        src: Some(net("203.0.113.50/32")),
+        table: 10500,
+        protocol: 115,
+        other_selectors: false,
+    });
+    let before = lab.state();
+    let add = lab.pod("ADD", "net1", json!({}));
+    add.ok();
+    assert!(
+        add.log.contains("net1 is managed by another writer"),
+        "{}",
+        add.log
+    );
+    assert_eq!(lab.state(), before);
+    assert_eq!(lab.calls(), 0);
+    assert!(!lab.state_file("net1").exists());
+}
