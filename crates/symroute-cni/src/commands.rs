@@ -482,3 +482,19 @@ pub fn status<N: Namespaces>(nss: &N, req: &Request<'_>) -> Result<(), CniError>
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::hint;
+
+    #[test]
+    fn hints_name_the_gateways_key_never_the_cli_flag() {
+        let h = hint("--gateway net1=192.0.2.1: 192.0.2.1 is outside net1's prefixes");
+        assert!(!h.contains("--gateway"), "{h}");
+        assert!(h.contains("\"gateways\" key"), "{h}");
+        assert_eq!(
+            hint("no free routing table left"),
+            "no free routing table left"
+        );
+    }
+}
