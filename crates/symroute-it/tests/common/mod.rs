@@ -241,7 +241,7 @@ fn rule_protocol(m: &RuleMessage) -> u8 {
         .unwrap_or(0)
 }
 
-fn dump_filtered(ns: &Ns, keep_tag: impl Fn(u8) -> bool) -> Dump {
+pub fn dump_filtered(ns: &Ns, keep_tag: impl Fn(u8) -> bool) -> Dump {
     // IPv6 link-local addresses finish duplicate address detection on their
     // own schedule and only then get their `local` route: let that settle so
     // a dump compares what the test did, not the kernel's clock.
