@@ -140,7 +140,7 @@ impl Namespace for LinuxNs {
 
     fn refuse_host(&self) -> Result<(), CniError> {
         self.ns.refuse_host().map_err(|e| match e {
-            NetnsError::HostNamespace { path } => host_error(&path),
+            NetnsError::HostNamespace { path, .. } => host_error(&path),
             other => CniError::with_details(
                 code::BAD_ENV,
                 format!(

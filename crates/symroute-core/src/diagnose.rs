@@ -99,9 +99,7 @@ fn pick_probe(snap: &Snapshot, family: Family) -> IpAddr {
 fn no_route_reason(snap: &Snapshot, family: Family, e: &KernelError) -> String {
     use crate::kernel::errno;
     let has_special = snap.routes.iter().any(|r| {
-        !r.kind.is_unicast()
-            && r.family() == family
-            && r.table != crate::model::RT_TABLE_LOCAL
+        !r.kind.is_unicast() && r.family() == family && r.table != crate::model::RT_TABLE_LOCAL
     });
     match e.errno() {
         Some(errno::ENETUNREACH) => "no route".to_string(),
