@@ -13,4 +13,5 @@ pub mod ownership;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod request;
 pub mod settings;

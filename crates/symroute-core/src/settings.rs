@@ -64,7 +64,7 @@ pub enum SettingsError {
     BandSyntax(String),
     #[error(transparent)]
     Protocol(#[from] ReservedProtocol),
-    #[error("table band {min}-{max} includes table {table}, the kernel's {reason}")]
+    #[error("table band {min}-{max} includes reserved table {table} (the kernel's {reason})")]
     ReservedTableInBand {
         min: u32,
         max: u32,

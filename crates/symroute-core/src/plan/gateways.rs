@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::{GatewayHint, PlanError};
-use crate::model::{Family, Link, RT_TABLE_MAIN, Snapshot, is_link_local_v6};
+use crate::model::{Family, Link, RT_TABLE_MAIN, Snapshot};
 
 /// The connected prefixes of a link's global addresses of one family:
 /// (network, first address in it).
@@ -25,11 +25,7 @@ pub(crate) fn connected(link: &Link, family: Family) -> Vec<(IpNet, IpAddr)> {
     out
 }
 
-pub(crate) fn on_link(link: &Link, gw: &IpAddr) -> bool {
-    let family = Family::of(gw);
-    (family == Family::V6 && is_link_local_v6(gw))
-        || connected(link, family).iter().any(|(n, _)| n.contains(gw))
-}
+pub(crate) use crate::request::on_link;
 
 /// An IPv4 address that is the network or broadcast address of one of the
 /// link's prefixes shorter than /31 (a /31 has neither, RFC 3021): the

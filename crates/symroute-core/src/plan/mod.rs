@@ -227,13 +227,11 @@ pub fn plan_with(
                     && r.family() == family
                     && r.gateway.is_some_and(|g| r.onlink || on_link(link, &g))
             });
-            let choice = if let Some(gw) = given.get(&(link.index, family)) {
-                Some((*gw, GatewaySource::Given, false))
-            } else if let Some((gw, onlink)) = mains.get(&(link.index, family)) {
-                Some((*gw, GatewaySource::MainTable, *onlink))
-            } else {
-                kept.and_then(|r| r.gateway.map(|g| (g, GatewaySource::Kept, r.onlink)))
-            };
+            let choice = crate::request::choose(
+                given.get(&(link.index, family)).copied(),
+                mains.get(&(link.index, family)).copied(),
+                kept.and_then(|r| r.gateway.map(|g| (g, r.onlink))),
+            );
             match choice {
                 Some((gw, source, onlink)) => {
                     let onlink = onlink || !on_link(link, &gw);
