@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use symroute_core::model::{Family, Link, is_link_local_v6};
+use symroute_core::model::{Family, Link};
 use symroute_core::plan::{GatewayHint, OnlyInterface, PlanRequest, RouteHint, Selection};
 
 use crate::error::{CniError, code};
@@ -126,19 +126,7 @@ pub struct Built {
     pub notes: Vec<String>,
 }
 
-/// Whether `gw` can be a gateway on `link`: inside one of its prefixes (not
-/// one of its own addresses), or IPv6 link-local.
-fn on_link(link: &Link, gw: &IpAddr) -> bool {
-    let family = Family::of(gw);
-    if link.addrs.iter().any(|a| a.addr() == *gw) {
-        return false;
-    }
-    is_link_local_v6(gw)
-        || link
-            .global_addrs()
-            .filter(|a| a.family() == family && a.net.prefix_len() < family.host_prefix())
-            .any(|a| a.net.trunc().contains(gw))
-}
+use symroute_core::request::on_link;
 
 /// Build the plan request for interface `link` (CNI_IFNAME) from the
 /// configuration and prevResult:

@@ -81,15 +81,6 @@ pub fn merge_gateways(
             symroute_core::render::escape(&w.to_string())
         );
     }
-    let mut out: Vec<GatewayHint> = req
-        .gateways
-        .into_iter()
-        .filter(|d| {
-            !given
-                .iter()
-                .any(|g| g.ifname == d.ifname && g.gateway.is_ipv4() == d.gateway.is_ipv4())
-        })
-        .collect();
-    out.extend(given);
-    Ok(out)
+    // The command line's --gateway wins over what Docker reports.
+    Ok(symroute_core::request::merge_given(given, req.gateways))
 }
