@@ -204,7 +204,9 @@ fn docker28_gw_priority_moves_the_default_and_symroute_keeps_both_addresses_symm
     );
     diag.expect(0);
     assert!(
-        before_text.contains("gw-priority"),
+        before_text.contains(
+            "default route (IPv4): lan, because gw-priority: lan has 10 > app_default's 0"
+        ),
         "diagnose does not explain the default route by gw-priority:\n{before_text}"
     );
 }

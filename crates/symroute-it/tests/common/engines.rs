@@ -1117,6 +1117,44 @@ pub fn touch_from_container(netns: &Path, addr: Ipv4Addr) {
     let _ = ns.run(move || TcpStream::connect_timeout(&target, Duration::from_secs(1)));
 }
 
+/// Make a Podman container's bridge default the one the kernel uses. With two equal-metric
+/// defaults the kernel (fib_select_default) takes the first whose gateway is not known
+/// dead: a gateway with NO neighbour entry counts as alive, only a FAILED (or INCOMPLETE)
+/// entry makes it skip to the next default. So: resolve the bridge gateway, and mark the
+/// LAN gateway's entry FAILED inside the container, as an unanswered ARP would (the next
+/// packet sent to it resolves it again). Call it right after an on-link probe from the
+/// router, so that the router does not ARP for the container (which would make the LAN
+/// gateway's entry valid again) during the next probe.
+pub fn prefer_bridge_default(netns: &Path) {
+    touch_from_container(netns, APP_GATEWAY);
+    let routes = ip_show(netns, "route");
+    let lan_if = routes
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("default via {ROUTER_LAN} dev ")))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no default via {ROUTER_LAN} in the container:\n{routes}"))
+        .to_string();
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args([
+            "ip",
+            "neigh",
+            "replace",
+            &ROUTER_LAN.to_string(),
+            "dev",
+            &lan_if,
+            "nud",
+            "failed",
+        ])
+        .output()
+        .expect("run ip neigh");
+    assert!(
+        out.status.success(),
+        "ip neigh replace … nud failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `ip route get DST from SRC` inside a namespace file: the text.
 pub fn route_get(netns: &Path, dst: Ipv4Addr, src: Ipv4Addr) -> String {
     let out = Command::new("nsenter")
@@ -1131,6 +1169,16 @@ pub fn route_get(netns: &Path, dst: Ipv4Addr, src: Ipv4Addr) -> String {
         ])
         .output()
         .expect("run ip route get");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `ip OBJECT show` inside a namespace file (e.g. "neigh", "route"): the text.
+pub fn ip_show(netns: &Path, object: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", object, "show"])
+        .output()
+        .expect("run ip");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
