@@ -210,3 +210,8 @@ fn docker28_gw_priority_moves_the_default_and_symroute_keeps_both_addresses_symm
         "diagnose does not explain the default route by gw-priority:\n{before_text}"
     );
 }
+
+#[test]
+fn docker28_lab_cleans_up_after_a_panic() {
+    engines::assert_panic_cleans_up(Engine::Docker28);
+}

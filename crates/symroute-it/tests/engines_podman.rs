@@ -344,3 +344,13 @@ fn podman43_diagnose_names_podman_host_side_and_equal_metric_defaults() {
 fn podman58_diagnose_names_podman_host_side_and_equal_metric_defaults() {
     diagnose_tells_the_podman_story(Engine::Podman58);
 }
+
+#[test]
+fn podman43_lab_cleans_up_after_a_panic() {
+    engines::assert_panic_cleans_up(Engine::Podman43);
+}
+
+#[test]
+fn podman58_lab_cleans_up_after_a_panic() {
+    engines::assert_panic_cleans_up(Engine::Podman58);
+}

@@ -240,6 +240,7 @@ impl EngineLab {
         crate::common::require_root();
         let slot = ENGINE_SLOT.lock().unwrap_or_else(PoisonError::into_inner);
         let t0 = Instant::now();
+        sweep_stale_labs();
         let sid = engine.uses_sid_root().then(sid_root);
         let (dir, tag) = new_lab_dir();
         let mut lab = EngineLab {
@@ -291,6 +292,10 @@ impl EngineLab {
     /// The engine's process (dockerd, or `podman system service`).
     pub fn service_pid(&self) -> u32 {
         self.service_pid
+    }
+    /// The `sleep` holding the lab's mount namespace.
+    pub fn holder_pid(&self) -> u32 {
+        self.holder_pid
     }
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("engine.log")
@@ -766,46 +771,11 @@ impl EngineLab {
         if self.holder_pid == 0 {
             return;
         }
-        let needle = format!("/{}", self.tag);
-        let ours = |pid: u32| -> bool {
-            if pid == self.holder_pid || pid == std::process::id() {
-                return false;
-            }
-            mnt_ns_of(pid).is_some_and(|m| m == self.holder_mnt)
-                || fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                    .unwrap_or_default()
-                    .lines()
-                    .any(|l| l.contains(&format!("{needle}/")) || l.ends_with(&needle))
-        };
-        for _ in 0..3 {
-            let pids: Vec<u32> = fs::read_dir("/proc")
-                .map(|d| {
-                    d.flatten()
-                        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut victims = Vec::new();
-            for pid in pids {
-                let Ok(fd) = Pidfd::open(pid) else { continue };
-                if !ours(pid) {
-                    continue;
-                }
-                let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-                    .unwrap_or_default();
-                if fd.signal(libc::SIGKILL).is_ok() {
-                    report.killed.push(format!("{pid} {}", cmdline.trim()));
-                    victims.push(fd);
-                }
-            }
-            if victims.is_empty() {
-                return;
-            }
-            for fd in victims {
-                fd.exited_within(Duration::from_secs(10));
-            }
-        }
+        kill_matching(report, |pid| {
+            pid != self.holder_pid
+                && (mnt_ns_of(pid).is_some_and(|m| m == self.holder_mnt)
+                    || in_cgroup(pid, &self.tag))
+        });
     }
 }
 
@@ -830,6 +800,93 @@ impl Drop for EngineLab {
                 report.killed,
                 report.problems
             );
+        }
+    }
+}
+
+/// Labs whose test process died without unwinding (SIGKILL): PR_SET_PDEATHSIG stopped
+/// the engine and the holder, but Podman's conmon and the containers outlive them (and
+/// keep the lab's mount namespace alive). Kill what still names the folder or sits in its
+/// cgroups, remove the cgroups and the folder. Only folders of dead test processes.
+fn sweep_stale_labs() {
+    let Ok(entries) = fs::read_dir("/tmp") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(owner) = name
+            .strip_prefix(DIR_PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if owner == std::process::id() || Path::new(&format!("/proc/{owner}")).exists() {
+            continue;
+        }
+        let dir = e.path();
+        let mut report = StopReport::default();
+        kill_matching(&mut report, |pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let needle = dir.as_os_str().as_encoded_bytes();
+            cmdline.windows(needle.len()).any(|w| w == needle) || in_cgroup(pid, &name)
+        });
+        remove_cgroups(&name, &mut report);
+        let _ = fs::remove_dir_all(&dir);
+        eprintln!(
+            "EngineLab: swept the stale {} (killed {:?}; problems {:?})",
+            dir.display(),
+            report.killed,
+            report.problems
+        );
+    }
+}
+
+fn in_cgroup(pid: u32, tag: &str) -> bool {
+    let needle = format!("/{tag}");
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains(&format!("{needle}/")) || l.ends_with(&needle))
+}
+
+/// SIGKILL (through pidfds, the test re-made after opening them) every process for which
+/// `ours` holds, a few rounds, waiting for each to exit.
+fn kill_matching(report: &mut StopReport, ours: impl Fn(u32) -> bool) {
+    for _ in 0..3 {
+        let pids: Vec<u32> = fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut victims = Vec::new();
+        for pid in pids {
+            if pid == std::process::id() {
+                continue;
+            }
+            let Ok(fd) = Pidfd::open(pid) else { continue };
+            if !ours(pid) {
+                continue;
+            }
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            if fd.signal(libc::SIGKILL).is_ok() {
+                report.killed.push(format!("{pid} {}", cmdline.trim()));
+                victims.push(fd);
+            }
+        }
+        if victims.is_empty() {
+            return;
+        }
+        for fd in victims {
+            if !fd.exited_within(Duration::from_secs(10)) {
+                report
+                    .problems
+                    .push("a process survived SIGKILL for 10 s".into());
+            }
         }
     }
 }
@@ -896,6 +953,51 @@ fn listens(pid: u32, port: u16) -> bool {
                 cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
             })
     })
+}
+
+/// A lab that panics inside a thread (its Drop tears it down on the unwinding): after the
+/// join, panic unless nothing of it is left: its folder, mounts under it, its cgroups, the
+/// engine, the holder, the container's process, and (Podman 4.3) /run/containers or
+/// /var/lib/containers on the host.
+pub fn assert_panic_cleans_up(engine: Engine) {
+    let host_dirs = ["/run/containers", "/var/lib/containers"];
+    let existed: Vec<bool> = host_dirs.iter().map(|d| Path::new(d).exists()).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let joined = std::thread::spawn(move || {
+        let mut c = RecipeC::build(engine);
+        c.run_both("web", Ipv4Addr::new(192, 0, 2, 60), "doomed", &[]);
+        let pids = [c.lab.service_pid(), c.lab.holder_pid(), c.lab.pid("web")];
+        let _ = tx.send((c.lab.dir().to_path_buf(), c.lab.tag.clone(), pids));
+        panic!("deliberate panic with a running {} lab", engine.name());
+    })
+    .join();
+    assert!(joined.is_err(), "the thread should have panicked");
+    let (dir, tag, pids) = rx.recv().expect("the lab was built");
+    assert!(!dir.exists(), "{} is left", dir.display());
+    assert!(
+        mounts_under(&dir).is_empty(),
+        "mounts under {}",
+        dir.display()
+    );
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} is alive"
+        );
+    }
+    let cg: Vec<String> = fs::read_dir("/sys/fs/cgroup")
+        .map(|d| {
+            d.flatten()
+                .map(|h| h.path().join(&tag))
+                .filter(|p| p.exists())
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(cg.is_empty(), "cgroups left: {cg:?}");
+    for (d, before) in host_dirs.iter().zip(existed) {
+        assert!(before || !Path::new(d).exists(), "{d} appeared on the host");
+    }
 }
 
 /// `GET path` over a unix socket (HTTP/1.0): the body, or why not.
