@@ -215,3 +215,124 @@ fn docker28_gw_priority_moves_the_default_and_symroute_keeps_both_addresses_symm
 fn docker28_lab_cleans_up_after_a_panic() {
     engines::assert_panic_cleans_up(Engine::Docker28);
 }
+
+/// Both networks dual-stack: Docker 28 puts both families' defaults on app_default (name
+/// order), so remote reaches neither LAN address; the daemon fixes both families.
+#[test]
+fn docker28_ipv6_default_and_both_families_fixed_by_the_daemon() {
+    use std::net::{IpAddr, SocketAddr};
+    let mut c = RecipeC::build_with(Engine::Docker28, true, true);
+    let lan6 = "2001:db8:2::54";
+    let lan_opt = format!("name={LAN},ip=192.0.2.54,ip6={lan6}");
+    let app_opt = format!("name={APP}");
+    c.lab.run_server(
+        "web6",
+        "hello from web6",
+        &["--network", &app_opt, "--network", &lan_opt],
+    );
+    let v = c.lab.inspect("web6");
+    let app6 = v["NetworkSettings"]["Networks"][APP]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no IPv6 on {APP}: {}", v["NetworkSettings"]))
+        .to_string();
+    let ns = c.lab.netns_path("web6");
+    let routes6 = engines::ip_show_family(&ns, "-6", "route");
+    assert!(
+        routes6.contains(&format!("default via {} dev", engines::APP6_GATEWAY)),
+        "IPv6 default goes to {APP} too:\n{routes6}"
+    );
+    let target6 = SocketAddr::new(lan6.parse::<IpAddr>().expect("v6"), 80);
+    assert_blocked(
+        &c.remote,
+        service(Ipv4Addr::new(192, 0, 2, 54)),
+        "v4 before",
+    );
+    assert_blocked(&c.remote, target6, "v6 before");
+    let diag = diagnose(&c, "web6");
+    eprintln!("diagnose (IPv6) before:\n{}{}", diag.stdout, diag.stderr);
+    diag.expect(1);
+
+    let _d = Daemon::start(&c.lab, &[]);
+    engines::wait_rules_from(
+        &c.lab,
+        "web6",
+        vec![
+            "192.0.2.54".into(),
+            app_ip(&c, "web6").to_string(),
+            lan6.into(),
+            app6.clone(),
+        ],
+    );
+    assert_connects(
+        &c.remote,
+        service(Ipv4Addr::new(192, 0, 2, 54)),
+        "hello from web6",
+        "v4 after",
+    );
+    assert_connects(&c.remote, target6, "hello from web6", "v6 after");
+    let diag = diagnose(&c, "web6");
+    eprintln!("diagnose (IPv6) after:\n{}{}", diag.stdout, diag.stderr);
+    diag.expect(0);
+    assert!(
+        diag.stdout
+            .contains("default route (IPv6): app_default, because network names sort"),
+        "{}",
+        diag.stdout
+    );
+}
+
+/// Only lan is dual-stack: Docker 28 prefers a dual-stack network for the default over one
+/// that sorts first by name, so both defaults go to lan and the LAN address answers remote
+/// without symroute; the bridge address is the asymmetric one, which the daemon fixes.
+#[test]
+fn docker28_dual_stack_network_wins_the_default_over_name_order() {
+    let mut c = RecipeC::build_with(Engine::Docker28, true, false);
+    let lan_opt = format!("name={LAN},ip=192.0.2.55,ip6=2001:db8:2::55");
+    let app_opt = format!("name={APP}");
+    c.lab.run_server(
+        "web7",
+        "hello from web7",
+        &["--network", &app_opt, "--network", &lan_opt],
+    );
+    let ns = c.lab.netns_path("web7");
+    let app = app_ip(&c, "web7");
+    let v4 = route_get(&ns, REMOTE, Ipv4Addr::new(192, 0, 2, 55));
+    assert!(
+        v4.contains(&format!("via {ROUTER_LAN}")),
+        "IPv4 default on the dual-stack lan: {v4}"
+    );
+    assert_connects(
+        &c.remote,
+        service(Ipv4Addr::new(192, 0, 2, 55)),
+        "hello from web7",
+        "before",
+    );
+    let diag = diagnose(&c, "web7");
+    eprintln!(
+        "diagnose (dual-stack) before:\n{}{}",
+        diag.stdout, diag.stderr
+    );
+    let _d = Daemon::start(&c.lab, &[]);
+    engines::wait_rules_from(
+        &c.lab,
+        "web7",
+        vec![
+            "192.0.2.55".into(),
+            app.to_string(),
+            "2001:db8:2::55".into(),
+        ],
+    );
+    let from_app = route_get(&ns, REMOTE, app);
+    assert!(
+        from_app.contains(&format!("via {APP_GATEWAY}")),
+        "bridge address after: {from_app}"
+    );
+    diag.expect(1);
+    assert!(
+        diag.stdout.contains(
+            "default route (IPv4): lan, because lan is dual-stack and app_default is single-stack"
+        ),
+        "diagnose should name the dual-stack rule for the default:\n{}",
+        diag.stdout
+    );
+}

@@ -1120,8 +1120,22 @@ pub struct RecipeC {
     pub remote: Ns,
 }
 
+/// The LAN's IPv6 prefix (macvlan `lan` when dual-stack), its gateway the router.
+pub const LAN6_GATEWAY: &str = "2001:db8:2::1";
+/// The bridge network's IPv6 gateway when dual-stack.
+pub const APP6_GATEWAY: &str = "2001:db8:3::1";
+/// remote's IPv6 address.
+pub const REMOTE6: &str = "2001:db8:100::10";
+
 impl RecipeC {
     pub fn build(engine: Engine) -> RecipeC {
+        RecipeC::build_with(engine, false, false)
+    }
+
+    /// Recipe C with IPv6 on the LAN (`lan_v6`: the router gets 2001:db8:2::1/64 and the
+    /// macvlan network 2001:db8:2::/64; remote 2001:db8:100::10/64 behind it) and/or on the
+    /// bridge network (`app_v6`: 2001:db8:3::/64).
+    pub fn build_with(engine: Engine, lan_v6: bool, app_v6: bool) -> RecipeC {
         let router = ok(Ns::new("router"));
         let remote = ok(Ns::new("remote"));
         ok(router.sysctl("net.ipv4.ip_forward", "1"));
@@ -1144,10 +1158,31 @@ impl RecipeC {
         ok(host.link_up("brlan"));
         ok(router.link_up("lan0"));
         ok(router.add_addr("lan0", net("192.0.2.1/24")));
+        if lan_v6 {
+            ok(router.sysctl("net.ipv6.conf.all.forwarding", "1"));
+            ok(router.add_addr("lan0", net("2001:db8:2::1/64")));
+            ok(router.add_addr("wan0", net("2001:db8:100::1/64")));
+            ok(remote.add_addr("eth0", net("2001:db8:100::10/64")));
+            ok(remote.add_route(
+                net("::/0"),
+                Some(ip("2001:db8:100::1")),
+                Some("eth0"),
+                MAIN_TABLE,
+            ));
+        }
         let mut lab = EngineLab::start(engine, host);
         lab.image();
         let macvlan_driver = ["network", "create", "-d", "macvlan"];
         let mut args: Vec<&str> = macvlan_driver.to_vec();
+        if lan_v6 {
+            args.extend([
+                "--ipv6",
+                "--subnet",
+                "2001:db8:2::/64",
+                "--gateway",
+                LAN6_GATEWAY,
+            ]);
+        }
         args.extend([
             "--subnet",
             "192.0.2.0/24",
@@ -1158,15 +1193,25 @@ impl RecipeC {
             LAN,
         ]);
         lab.cli_ok(&args);
-        lab.cli_ok([
+        let mut args = vec![
             "network",
             "create",
             "--subnet",
             "203.0.113.0/24",
             "--gateway",
             "203.0.113.1",
-            APP,
-        ]);
+        ];
+        if app_v6 {
+            args.extend([
+                "--ipv6",
+                "--subnet",
+                "2001:db8:3::/64",
+                "--gateway",
+                APP6_GATEWAY,
+            ]);
+        }
+        args.push(APP);
+        lab.cli_ok(&args);
         RecipeC {
             lab,
             router,
@@ -1284,6 +1329,16 @@ pub fn ip_show(netns: &Path, object: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `ip FAMILY OBJECT show` inside a namespace file (e.g. "-6", "route").
+pub fn ip_show_family(netns: &Path, family: &str, object: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", family, object, "show"])
+        .output()
+        .expect("run ip");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// symroute's objects (protocol 115) in a namespace file, sorted.
 pub fn try_tagged(path: &Path) -> Result<(Vec<Rule>, Vec<Route>), String> {
     let netns = Netns::open(path).map_err(|e| e.to_string())?;
@@ -1326,30 +1381,34 @@ pub fn wait_for(bound: Duration, what: &str, mut done: impl FnMut() -> bool) -> 
 
 /// Wait until the container's symroute rules come from exactly `addrs`.
 pub fn wait_rules(lab: &EngineLab, name: &str, addrs: &[Ipv4Addr]) {
-    let mut want: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    wait_rules_from(lab, name, addrs.iter().map(ToString::to_string).collect());
+}
+
+/// Wait until the container's symroute rules come from exactly `want` (addresses as
+/// text, any family).
+pub fn wait_rules_from(lab: &EngineLab, name: &str, mut want: Vec<String>) {
     want.sort();
     let mut last = Vec::new();
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for(
-            CONVERGE,
-            &format!("{name}: symroute rules from {want:?}"),
-            || {
-                last = try_tagged(&lab.netns_path(name))
-                    .map(|(r, _)| {
-                        let mut s: Vec<String> = r
-                            .iter()
-                            .filter_map(|r| r.src.map(|n| n.addr().to_string()))
-                            .collect();
-                        s.sort();
-                        s
-                    })
-                    .unwrap_or_default();
-                last == want
-            },
-        )
-    }));
-    if r.is_err() {
-        panic!("{name}: symroute rules from {last:?}, expected from {want:?}");
+    let start = Instant::now();
+    loop {
+        last = try_tagged(&lab.netns_path(name))
+            .map(|(r, _)| {
+                let mut s: Vec<String> = r
+                    .iter()
+                    .filter_map(|r| r.src.map(|n| n.addr().to_string()))
+                    .collect();
+                s.sort();
+                s
+            })
+            .unwrap_or(last);
+        if last == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < CONVERGE,
+            "{name}: after {CONVERGE:?} symroute's rules are from {last:?}, expected from {want:?}"
+        );
+        std::thread::sleep(POLL);
     }
 }
 
