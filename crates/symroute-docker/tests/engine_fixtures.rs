@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use bollard::models::{ContainerInspectResponse, EventMessage, Network, SystemVersion};
 use symroute_core::model::{IfAddr, Link, Snapshot};
-use symroute_docker::client::{Event, EventKind, event_from};
+use symroute_docker::{Event, EventKind, event_from};
 use symroute_docker::model::{Attachment, ContainerInfo, NetworkMode, plan_request};
 
 const LAN_GATEWAY: &str = "192.0.2.1";

@@ -1346,8 +1346,12 @@ pub fn try_tagged(path: &Path) -> Result<(Vec<Rule>, Vec<Route>), String> {
     let snap = NetlinkKernel::new(sock)
         .snapshot()
         .map_err(|e| e.to_string())?;
-    let mut rules: Vec<Rule> = snap.tagged_rules(TAG).cloned().collect();
-    let mut routes: Vec<Route> = snap.tagged_routes(TAG).cloned().collect();
+    let mut rules: Vec<Rule> = snap.rules.into_iter().filter(|r| r.protocol == TAG).collect();
+    let mut routes: Vec<Route> = snap
+        .routes
+        .into_iter()
+        .filter(|r| r.protocol == TAG)
+        .collect();
     rules.sort();
     routes.sort();
     Ok((rules, routes))
