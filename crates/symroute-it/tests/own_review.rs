@@ -1,0 +1,223 @@
+//! Regression tests for the adversarial review of main: the writers' lock
+//! cannot be held from inside a container, names and aliases that are not
+//! UTF-8 do not stop symroute, signals never leave partial state and stop
+//! the waits, the ownership rules hold for every selector and route kind
+//! symroute never writes, dry-run lines paste as they are.
+//!
+//! Every namespace here is an anonymous lab namespace; the host's is only
+//! read.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use symroute_testkit::lab::{MAIN_TABLE, Ns};
+
+/// A hard bound for one run of the binary in tests that could hang.
+const RUN_BOUND: Duration = Duration::from_secs(20);
+
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Wait for `child` up to `bound`; past it, kill it by pid and fail.
+fn wait_bounded(mut child: Child, what: &str, bound: Duration) -> Out {
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() < bound => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}: still running after {bound:?}: killed");
+            }
+            Err(e) => panic!("{what}: wait: {e}"),
+        }
+    };
+    Out {
+        args: vec![what.to_string()],
+        code: status.code().unwrap_or(-(status.signal().unwrap_or(0))),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+fn spawn_symroute(args: &[&str]) -> Child {
+    Command::new(&*BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", *BIN))
+}
+
+fn symroute_bounded(args: &[&str]) -> Out {
+    let child = spawn_symroute(args);
+    wait_bounded(child, &format!("symroute {}", args.join(" ")), RUN_BOUND)
+}
+
+/// An empty config file of this test process's own.
+fn empty_config() -> String {
+    let dir = scratch_dir("own-review-config");
+    let p = dir.join("empty.toml");
+    std::fs::write(&p, "").expect("write empty config");
+    p.display().to_string()
+}
+
+fn send(child: &Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+    let _ = nix::sys::signal::kill(pid, sig);
+}
+
+/// Wait (bounded) until process `child` catches `sig` (its handler is
+/// installed, per /proc/PID/status SigCgt); fails if it never does.
+fn wait_catches(child: &Child, sig: i32) {
+    let path = format!("/proc/{}/status", child.id());
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let caught = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << (sig - 1)) != 0);
+        if caught {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "pid {} never installed a handler for signal {sig}",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A namespace with two veths a0 and a1 (peers in a second namespace), each
+/// up with an address, a default route through a0.
+fn two_lab(name: &str) -> (Ns, Ns) {
+    require_root();
+    let ctr = ok(Ns::new(name));
+    let peer = ok(Ns::new(format!("{name}-peer")));
+    for (i, addr) in ["198.51.100.2/24", "203.0.113.2/24"].iter().enumerate() {
+        let n = format!("a{i}");
+        ok(ctr.veth(&n, &peer, &format!("p{i}")));
+        ok(ctr.link_up(&n));
+        ok(peer.link_up(&format!("p{i}")));
+        ok(ctr.add_addr(&n, net(addr)));
+    }
+    ok(ctr.add_route(
+        net("0.0.0.0/0"),
+        Some(ip("198.51.100.1")),
+        Some("a0"),
+        MAIN_TABLE,
+    ));
+    (ctr, peer)
+}
+
+/// Bind the abstract unix socket `name` in the calling thread's namespace.
+fn bind_abstract(name: &str) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    std::os::unix::net::UnixListener::bind_addr(&addr)
+}
+
+// ---- F1: the lock cannot be held from inside the namespace ----
+
+#[test]
+fn a_process_inside_the_namespace_cannot_hold_the_writers_lock() {
+    let (ctr, _peer) = two_lab("lock-inside");
+    let cfg = empty_config();
+    let path = path_of(&ctr);
+    // An unprivileged process inside the namespace flocks its namespace file
+    // (the same nsfs inode the writers open) and holds it.
+    let mut holder = ctr
+        .command("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .args([
+            "flock",
+            "/proc/self/ns/net",
+            "sh",
+            "-c",
+            "echo held; exec sleep 30",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn flock holder");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().expect("holder stdout"))
+        .read_line(&mut line)
+        .expect("read holder");
+    assert_eq!(line.trim(), "held", "the holder did not take the flock");
+    // And something inside the namespace binds the lock's abstract name.
+    let name = symroute_linux::lock::lock_name(ctr.netns().id().expect("ns id"));
+    let squatter = ok(ctr.run(|| bind_abstract(&name))).expect("bind inside the namespace");
+
+    let apply = [
+        "--config",
+        &cfg,
+        "apply",
+        "--netns",
+        &path,
+        "--lock-timeout",
+        "2s",
+    ];
+    let out = symroute_bounded(&apply);
+    out.expect(0);
+    let (rules, routes) = owned(&ctr);
+    assert_eq!(
+        (rules.len(), routes.len() >= 2),
+        (2, true),
+        "{}",
+        out.stdout
+    );
+    symroute_bounded(&["--config", &cfg, "clean", "--netns", &path]).expect(0);
+    assert_eq!(owned(&ctr), (vec![], vec![]));
+
+    // Host-side writers still exclude each other: with the lock held here,
+    // a second writer waits and gives up.
+    let held = symroute_linux::lock::lock(ctr.netns(), Duration::from_secs(1)).expect("lock");
+    let busy = symroute_bounded(&[
+        "--config",
+        &cfg,
+        "apply",
+        "--netns",
+        &path,
+        "--lock-timeout",
+        "300ms",
+    ]);
+    busy.expect(2);
+    assert!(
+        busy.stderr
+            .contains("the namespace's lock is held by another writer"),
+        "{}",
+        busy.stderr
+    );
+    assert_eq!(owned(&ctr), (vec![], vec![]));
+    drop(held);
+    drop(squatter);
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
