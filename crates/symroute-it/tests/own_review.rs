@@ -221,3 +221,102 @@ fn a_process_inside_the_namespace_cannot_hold_the_writers_lock() {
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+// ---- F2: names, aliases and altnames that are not UTF-8 ----
+
+/// Run `ip ARGS` (raw bytes allowed) inside `ns`; panics on failure.
+fn ip_raw(ns: &Ns, args: &[&[u8]]) {
+    use std::os::unix::ffi::OsStrExt;
+    let out = ns
+        .command("ip")
+        .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {:?}: {}",
+        args.iter()
+            .map(|a| String::from_utf8_lossy(a))
+            .collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// apply, status and clean all succeed in `ctr`, and apply manages
+/// `managed` interfaces (one rule each).
+fn apply_status_clean_work(ctr: &Ns, managed: usize, context: &str) -> Out {
+    let cfg = empty_config();
+    let path = path_of(ctr);
+    let ap = symroute_bounded(&["--config", &cfg, "apply", "--netns", &path]);
+    ap.expect(0);
+    let (rules, _) = owned(ctr);
+    assert_eq!(rules.len(), managed, "{context}: {}", ap.stdout);
+    let st = symroute_bounded(&["--config", &cfg, "status", "--netns", &path]);
+    st.expect(0);
+    let d = symroute_bounded(&["diagnose", "--netns", &path]);
+    assert!(d.code == 0 || d.code == 1, "{context}: diagnose {d:?}");
+    symroute_bounded(&["--config", &cfg, "clean", "--netns", &path]).expect(0);
+    assert_eq!(
+        owned(ctr),
+        (vec![], vec![]),
+        "{context}: clean left objects"
+    );
+    st
+}
+
+#[test]
+fn an_alias_that_is_not_utf8_does_not_stop_symroute() {
+    let (ctr, _peer) = two_lab("alias");
+    ip_raw(&ctr, &[b"link", b"set", b"a0", b"alias", b"\xff\xfe"]);
+    apply_status_clean_work(&ctr, 2, "bad alias");
+}
+
+#[test]
+fn an_altname_that_is_not_utf8_does_not_stop_symroute() {
+    let (ctr, _peer) = two_lab("altname");
+    ip_raw(
+        &ctr,
+        &[
+            b"link",
+            b"property",
+            b"add",
+            b"dev",
+            b"a1",
+            b"altname",
+            b"al\xff",
+        ],
+    );
+    apply_status_clean_work(&ctr, 2, "bad altname");
+}
+
+#[test]
+fn an_interface_name_that_is_not_utf8_is_managed_by_index_and_printed_escaped() {
+    let (ctr, peer) = two_lab("badname");
+    ok(ctr.veth("a2", &peer, "p2"));
+    ok(peer.link_up("p2"));
+    ip_raw(&ctr, &[b"link", b"set", b"a2", b"name", b"b\xff"]);
+    ip_raw(&ctr, &[b"link", b"set", b"b\xff", b"up"]);
+    ip_raw(&ctr, &[b"addr", b"add", b"192.0.2.2/24", b"dev", b"b\xff"]);
+    let st = apply_status_clean_work(&ctr, 3, "bad name");
+    assert!(
+        st.stdout.contains("b\\xff (not UTF-8)"),
+        "status does not show the name escaped:\n{}",
+        st.stdout
+    );
+    // It can never be matched by name: the lossy form is refused as a
+    // --gateway name, and the raw bytes cannot even be given.
+    let cfg = empty_config();
+    let path = path_of(&ctr);
+    let e = symroute_bounded(&[
+        "--config",
+        &cfg,
+        "apply",
+        "--netns",
+        &path,
+        "--gateway",
+        "b\\xff (not UTF-8)=192.0.2.1",
+    ]);
+    e.expect(2);
+    assert_eq!(owned(&ctr), (vec![], vec![]));
+}
