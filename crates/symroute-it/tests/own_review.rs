@@ -320,3 +320,215 @@ fn an_interface_name_that_is_not_utf8_is_managed_by_index_and_printed_escaped() 
     e.expect(2);
     assert_eq!(owned(&ctr), (vec![], vec![]));
 }
+
+// ---- F3: SIGHUP and SIGQUIT during apply, any signal during clean ----
+
+/// A namespace with `n` veths (peers in a second namespace), each up with an
+/// address of its own /24 in 198.18.0.0/15: a plan of 2·n changes.
+fn wide_lab(n: usize) -> (Ns, Ns) {
+    require_root();
+    let ctr = ok(Ns::new("wide"));
+    let peers = ok(Ns::new("wide-peers"));
+    for i in 0..n {
+        let name = format!("v{i}");
+        ok(ctr.veth(&name, &peers, &format!("p{i}")));
+        ok(ctr.link_up(&name));
+        ok(peers.link_up(&format!("p{i}")));
+        let (b, c) = (18 + i / 256, i % 256);
+        ok(ctr.add_addr(&name, net(&format!("198.{b}.{c}.2/24"))));
+    }
+    (ctr, peers)
+}
+
+/// How long a full apply of `ctr` takes (the quickest of two), leaving it clean.
+fn full_apply_time(apply: &[&str], clean: &[&str]) -> Duration {
+    let mut full = Duration::MAX;
+    for _ in 0..2 {
+        let t0 = Instant::now();
+        symroute_bounded(apply).expect(0);
+        full = full.min(t0.elapsed());
+        symroute_bounded(clean).expect(0);
+    }
+    full
+}
+
+#[test]
+fn sighup_and_sigquit_during_a_300_interface_apply_roll_back_or_finish() {
+    use nix::sys::signal::Signal;
+    let (ctr, _peers) = wide_lab(300);
+    let cfg = empty_config();
+    let path = path_of(&ctr);
+    let apply = ["--config", cfg.as_str(), "apply", "--netns", &path];
+    let clean = ["--config", cfg.as_str(), "clean", "--netns", &path];
+    let status = ["--config", cfg.as_str(), "status", "--netns", &path];
+    let nothing = (vec![], vec![]);
+    let full = full_apply_time(&apply, &clean);
+    let mut outcomes = Vec::new();
+    for (sig, name) in [(Signal::SIGHUP, "SIGHUP"), (Signal::SIGQUIT, "SIGQUIT")] {
+        for k in [0u32, 1, 2, 4, 6, 8] {
+            assert_eq!(owned(&ctr), nothing, "not clean before the run");
+            let child = spawn_symroute(&apply);
+            // Only once the handlers are in (before that the default action
+            // ends the process before it has changed anything).
+            wait_catches(&child, sig as i32);
+            std::thread::sleep(full * k / 10);
+            send(&child, sig);
+            let out = wait_bounded(child, name, RUN_BOUND);
+            let outcome = if owned(&ctr) == nothing {
+                "nothing"
+            } else {
+                symroute_bounded(&status).expect(0);
+                "all"
+            };
+            match out.code {
+                0 => assert_eq!(outcome, "all", "{out:?}"),
+                2 => {
+                    assert!(
+                        out.stderr.contains(&format!("interrupted by {name}")),
+                        "{}",
+                        out.stderr
+                    );
+                    if out.stderr.contains("rolled back") {
+                        assert_eq!(outcome, "nothing", "{}", out.stderr);
+                    } else {
+                        assert!(out.stderr.contains("are in place"), "{}", out.stderr);
+                        assert_eq!(outcome, "all", "{}", out.stderr);
+                    }
+                }
+                // Killed while printing, after every change was made (the
+                // default actions are back once nothing is left to undo).
+                c if c == -(sig as i32) => assert_eq!(outcome, "all", "{out:?}"),
+                c => panic!(
+                    "apply exited {c} after {name} at {k}/10 (full {full:?}): {}",
+                    out.stderr
+                ),
+            }
+            outcomes.push(format!("{name} at {k}/10: exit {} -> {outcome}", out.code));
+            symroute_bounded(&clean).expect(0);
+        }
+    }
+    eprintln!("full apply {full:?}: {outcomes:#?}");
+}
+
+#[test]
+fn sigterm_during_a_300_interface_clean_finishes_the_clean() {
+    use nix::sys::signal::Signal;
+    let (ctr, _peers) = wide_lab(300);
+    let cfg = empty_config();
+    let path = path_of(&ctr);
+    let apply = ["--config", cfg.as_str(), "apply", "--netns", &path];
+    let clean = ["--config", cfg.as_str(), "clean", "--netns", &path];
+    let full = full_apply_time(&apply, &clean);
+    let mut outcomes = Vec::new();
+    for (sig, name) in [
+        (Signal::SIGTERM, "SIGTERM"),
+        (Signal::SIGHUP, "SIGHUP"),
+        (Signal::SIGINT, "SIGINT"),
+    ] {
+        for k in [0u32, 2, 4, 6] {
+            symroute_bounded(&apply).expect(0);
+            let child = spawn_symroute(&clean);
+            wait_catches(&child, sig as i32);
+            std::thread::sleep(full * k / 10);
+            send(&child, sig);
+            let out = wait_bounded(child, name, RUN_BOUND);
+            match out.code {
+                0 => {}
+                2 => assert!(
+                    out.stderr.contains(&format!(
+                        "interrupted by {name}: finishing the clean before exiting"
+                    )),
+                    "{}",
+                    out.stderr
+                ),
+                // Killed while printing, after the clean (checked below).
+                c if c == -(sig as i32) => {}
+                c => panic!(
+                    "clean exited {c} after {name} at {k}/10 (full {full:?}): {}",
+                    out.stderr
+                ),
+            }
+            assert_eq!(
+                owned(&ctr),
+                (vec![], vec![]),
+                "{name} at {k}/10 left objects: {}",
+                out.stderr
+            );
+            outcomes.push(format!("{name} at {k}/10: exit {}", out.code));
+        }
+    }
+    eprintln!("full apply {full:?}: {outcomes:#?}");
+}
+
+// ---- F4: signals stop the lock wait and the DAD wait ----
+
+#[test]
+fn a_signal_while_waiting_for_the_lock_exits_2_and_changes_nothing() {
+    use nix::sys::signal::Signal;
+    let (ctr, _peer) = two_lab("lock-wait");
+    let cfg = empty_config();
+    let path = path_of(&ctr);
+    let held = symroute_linux::lock::lock(ctr.netns(), Duration::from_secs(1)).expect("lock");
+    for cmd in ["apply", "clean"] {
+        let child = spawn_symroute(&[
+            "--config",
+            &cfg,
+            cmd,
+            "--netns",
+            &path,
+            "--lock-timeout",
+            "1h",
+        ]);
+        wait_catches(&child, libc::SIGTERM);
+        send(&child, Signal::SIGTERM);
+        let out = wait_bounded(child, cmd, RUN_BOUND);
+        out.expect(2);
+        assert!(
+            out.stderr.contains(
+                "interrupted by SIGTERM while waiting for the namespace's lock: nothing changed"
+            ),
+            "{cmd}: {}",
+            out.stderr
+        );
+        assert_eq!(owned(&ctr), (vec![], vec![]), "{cmd}");
+    }
+    drop(held);
+}
+
+#[test]
+fn a_signal_during_the_dad_wait_exits_2_and_changes_nothing() {
+    use nix::sys::signal::Signal;
+    let (ctr, _peer) = two_lab("dad-wait");
+    // DAD that lasts far longer than the test: 100 probes 10 s apart.
+    ok(ctr.sysctl("net.ipv6.conf.a0.accept_dad", "1"));
+    ok(ctr.sysctl("net.ipv6.conf.a0.dad_transmits", "100"));
+    ok(ctr.sysctl("net.ipv6.neigh.a0.retrans_time_ms", "10000"));
+    ok(ctr.add_addr_dad("a0", net("2001:db8:5::2/64")));
+    assert!(
+        !ok(ctr.tentative_addresses()).is_empty(),
+        "no tentative address"
+    );
+    let cfg = empty_config();
+    let path = path_of(&ctr);
+    let child = spawn_symroute(&[
+        "--config",
+        &cfg,
+        "apply",
+        "--netns",
+        &path,
+        "--dad-wait",
+        "600",
+    ]);
+    wait_catches(&child, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    send(&child, Signal::SIGTERM);
+    let out = wait_bounded(child, "apply --dad-wait 600", RUN_BOUND);
+    out.expect(2);
+    assert!(
+        out.stderr
+            .contains("interrupted by SIGTERM: rolled back 0 change(s)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(owned(&ctr), (vec![], vec![]));
+}
