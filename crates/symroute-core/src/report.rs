@@ -113,6 +113,15 @@ fn op_line(op: &Op, snap: &Snapshot) -> String {
     }
 }
 
+/// What symroute left alone, one `left alone:` line each.
+fn findings(fs: &[crate::ownership::Finding]) -> String {
+    let mut out = String::new();
+    for f in fs {
+        let _ = writeln!(out, "left alone: {f}");
+    }
+    out
+}
+
 pub fn apply_text(rep: &ApplyReport, netns: &str) -> String {
     let netns = &render::escape(netns);
     let mut out = String::new();
@@ -143,6 +152,7 @@ pub fn apply_text(rep: &ApplyReport, netns: &str) -> String {
             let _ = writeln!(out, "  {}", op_line(op, &rep.snapshot));
         }
     }
+    out.push_str(&findings(&rep.findings));
     for t in &rep.tentative {
         let _ = writeln!(
             out,
@@ -178,6 +188,7 @@ pub fn status_text(rep: &StatusReport, netns: &str) -> String {
     for op in &rep.extra {
         let _ = writeln!(out, "extra:   {}", op_line(op, &rep.snapshot));
     }
+    out.push_str(&findings(&rep.findings));
     if rep.in_sync {
         out.push_str("status: in sync\n");
     } else {
@@ -206,6 +217,7 @@ pub fn clean_text(rep: &CleanReport, netns: &str) -> String {
             let _ = writeln!(out, "  {}", op_line(op, &rep.snapshot));
         }
     }
+    out.push_str(&findings(&rep.findings));
     render::escape_lines(&out).into_owned()
 }
 

@@ -532,3 +532,104 @@ fn a_signal_during_the_dad_wait_exits_2_and_changes_nothing() {
     );
     assert_eq!(owned(&ctr), (vec![], vec![]));
 }
+
+// ---- ownership on merged main: selectors and route kinds symroute never writes ----
+
+/// `ip ARGS` inside `ns` (text arguments); panics on failure.
+fn ip_in(ns: &Ns, args: &str) {
+    let words: Vec<&[u8]> = args.split(' ').map(str::as_bytes).collect();
+    ip_raw(ns, &words);
+}
+
+fn ip_show(ns: &Ns, args: &str) -> String {
+    ok(ns.run_cmd("ip", args.split(' ')))
+}
+
+#[test]
+fn clean_and_apply_leave_tagged_rules_with_selectors_symroute_never_writes() {
+    let (ctr, _peer) = two_lab("selectors");
+    let from = "from 198.51.100.2 lookup 10000 pref 3000 proto 115";
+    let rules = [
+        format!("{from} uidrange 100-200"),
+        format!("{from} ipproto tcp dport 80"),
+        format!("{from} ipproto udp sport 1000-2000"),
+        format!("{from} suppress_prefixlength 0"),
+        format!("{from} suppress_ifgroup 1"),
+        format!("{from} fwmark 0x1/0xff"),
+        format!("{from} iif lo"),
+        format!("{from} oif lo"),
+        format!("{from} tos 0x10"),
+        "not from 198.51.100.3 lookup 10000 pref 3000 proto 115".to_string(),
+        format!("{from} tun_id 5"),
+        "from 198.51.100.2 l3mdev pref 3000 proto 115".to_string(),
+        "from 198.51.100.2 goto 3001 pref 3000 proto 115".to_string(),
+    ];
+    ip_in(&ctr, "rule add from 198.51.100.9 lookup 10000 pref 3001");
+    for r in &rules {
+        ip_in(&ctr, &format!("-4 rule add {r}"));
+    }
+    let before = ip_show(&ctr, "-4 rule show pref 3000");
+    assert_eq!(before.lines().count(), rules.len(), "{before}");
+    let cfg = empty_config();
+    let path = path_of(&ctr);
+    let cl = symroute_bounded(&["--config", &cfg, "clean", "--netns", &path]);
+    cl.expect(0);
+    assert_eq!(
+        ip_show(&ctr, "-4 rule show pref 3000"),
+        before,
+        "clean deleted some: {}",
+        cl.stdout
+    );
+    let st = symroute_bounded(&["--config", &cfg, "status", "--netns", &path]);
+    assert_eq!(st.code, 1, "{st:?}");
+    // apply: the rule of a0 is ambiguous with these; whatever it does, it
+    // must not delete any of them.
+    let _ = symroute_bounded(&["--config", &cfg, "apply", "--netns", &path]);
+    let _ = symroute_bounded(&["--config", &cfg, "clean", "--netns", &path]);
+    let after = ip_show(&ctr, "-4 rule show pref 3000");
+    for line in before.lines() {
+        assert!(after.contains(line), "lost {line:?}:\n{after}");
+    }
+}
+
+#[test]
+fn tagged_throw_anycast_and_nexthop_object_routes_in_the_band_are_findings_never_deleted() {
+    let (ctr, _peer) = two_lab("kinds");
+    ip_in(&ctr, "-4 route add throw 10.1.0.0/16 table 10000 proto 115");
+    ip_in(&ctr, "-6 addr add 2001:db8:7::2/64 dev a1 nodad");
+    ip_in(
+        &ctr,
+        "-6 route add anycast 2001:db8:8::/64 dev a1 table 10000 proto 115",
+    );
+    ip_in(&ctr, "nexthop add id 5 via 198.51.100.1 dev a0");
+    ip_in(
+        &ctr,
+        "-4 route add 10.2.0.0/16 nhid 5 proto 115 table 10000",
+    );
+    let show = "route show table 10000";
+    let before4 = ip_show(&ctr, &format!("-4 {show}"));
+    let before6 = ip_show(&ctr, &format!("-6 {show}"));
+    assert!(
+        before4.contains("nhid 5") && before6.contains("anycast"),
+        "{before4}{before6}"
+    );
+    let cfg = empty_config();
+    let path = path_of(&ctr);
+    let st = symroute_bounded(&["--config", &cfg, "status", "--netns", &path]);
+    assert_eq!(st.code, 1, "{st:?}");
+    for what in ["10.1.0.0/16", "2001:db8:8::/64", "10.2.0.0/16"] {
+        assert!(
+            st.stdout.contains(what),
+            "status does not report {what}:\n{}",
+            st.stdout
+        );
+    }
+    symroute_bounded(&["--config", &cfg, "clean", "--netns", &path]).expect(0);
+    assert_eq!(ip_show(&ctr, &format!("-4 {show}")), before4);
+    assert_eq!(ip_show(&ctr, &format!("-6 {show}")), before6);
+    // apply leaves them too (whatever table it picks).
+    symroute_bounded(&["--config", &cfg, "apply", "--netns", &path]).expect(0);
+    symroute_bounded(&["--config", &cfg, "clean", "--netns", &path]).expect(0);
+    assert_eq!(ip_show(&ctr, &format!("-4 {show}")), before4);
+    assert_eq!(ip_show(&ctr, &format!("-6 {show}")), before6);
+}
