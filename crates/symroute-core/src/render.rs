@@ -187,11 +187,32 @@ pub fn ip_command(op: &Op, netns_path: &str, names: Option<&Snapshot>) -> String
 }
 
 /// Characters a terminal would act on rather than show: C0 and C1 controls,
-/// DEL, and the invisible format characters that reorder or hide text
-/// (zero-width, bidirectional overrides and isolates, BOM).
+/// DEL, and the invisible characters that reorder or hide text: soft hyphen,
+/// combining grapheme joiner, Arabic letter mark, Hangul fillers, Khmer and
+/// Mongolian invisible vowels and variation selectors, zero-width and
+/// bidirectional marks, line and paragraph separators, embeddings,
+/// overrides and isolates, invisible operators, variation selectors,
+/// specials, tags, BOM.
 pub fn is_unsafe_char(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{34f}'
+                | '\u{61c}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{17b4}'..='\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff0}'..='\u{fff8}'
+                | '\u{e0000}'..='\u{e0fff}'
+        )
 }
 
 /// `s` with every [`is_unsafe_char`] written as an escape (`\x1b`, `\n`,
@@ -372,8 +393,28 @@ mod tests {
         }
 
         #[test]
-        fn escape_leaves_nothing_unsafe(s in "\\PC*|[\\x00-\\x1f\\x7f-\\u{9f}a-z]{0,16}") {
+        fn escape_leaves_nothing_unsafe(s in "\\PC*|[\\x00-\\x1f\\x7f-\\u{9f}a-z]{0,16}|[\\u{ad}\\u{34f}\\u{61c}\\u{115f}\\u{1160}\\u{17b4}\\u{17b5}\\u{180b}-\\u{180f}\\u{2028}-\\u{202e}\\u{2060}-\\u{206f}\\u{3164}\\u{fe00}-\\u{fe0f}\\u{ffa0}\\u{fff0}-\\u{fff8}\\u{e0000}-\\u{e0fff}a-z]{1,16}") {
             prop_assert!(!escape(&s).chars().any(is_unsafe_char));
+            prop_assert!(!escape(&s).contains(|c: char| !c.is_ascii() && is_unsafe_char(c)));
+        }
+
+        /// Every listed invisible character is unsafe, and is escaped.
+        #[test]
+        fn invisible_characters_are_escaped(c in prop::sample::select(vec![
+            '\u{ad}', '\u{34f}', '\u{61c}', '\u{115f}', '\u{1160}', '\u{17b4}', '\u{17b5}',
+            '\u{180b}', '\u{180f}', '\u{2028}', '\u{2029}', '\u{202a}', '\u{202e}', '\u{2060}',
+            '\u{206f}', '\u{3164}', '\u{fe00}', '\u{fe0f}', '\u{ffa0}', '\u{fff0}', '\u{fff8}',
+            '\u{e0000}', '\u{e0001}', '\u{e007f}', '\u{e0fff}',
+        ])) {
+            prop_assert!(is_unsafe_char(c));
+            let s = format!("a{c}b");
+            let e = escape(&s);
+            let want = if (c as u32) < 0x100 {
+                format!("a\\x{:02x}b", c as u32)
+            } else {
+                format!("a\\u{{{:x}}}b", c as u32)
+            };
+            prop_assert_eq!(e.as_ref(), want);
         }
     }
 }
