@@ -147,7 +147,8 @@ fn dry_run_commands_of_hostile_names_run_as_the_plan_and_nothing_else_and_text_i
     let commands: Vec<&str> = out
         .stdout
         .lines()
-        .filter(|l| l.starts_with("nsenter "))
+        // Each line: `test "$(stat -Lc %i PATH)" = INODE && nsenter ...`.
+        .filter(|l| l.starts_with("test \"$(stat -Lc %i ") && l.contains(" && nsenter "))
         .collect();
     assert!(commands.len() >= 9, "{}", out.stdout);
 

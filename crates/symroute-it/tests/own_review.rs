@@ -633,3 +633,79 @@ fn tagged_throw_anycast_and_nexthop_object_routes_in_the_band_are_findings_never
     assert_eq!(ip_show(&ctr, &format!("-4 {show}")), before4);
     assert_eq!(ip_show(&ctr, &format!("-6 {show}")), before6);
 }
+
+// ---- F5, F11: dry-run lines paste as they are, guarded by the inode ----
+
+#[test]
+fn dry_run_lines_for_paths_with_control_bytes_and_non_utf8_paste_into_sh() {
+    use std::os::unix::ffi::OsStrExt;
+    let (ctr, _peer) = two_lab("paste");
+    let cfg = empty_config();
+    let dir = scratch_dir("own-review-paste");
+    for (i, name) in [&b"ns\x1b[31mred"[..], &b"ns\xff\xfe"[..]]
+        .iter()
+        .enumerate()
+    {
+        let link = dir.join(std::ffi::OsStr::from_bytes(name));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(ctr.path(), &link).expect("symlink");
+        let out = Command::new(&*BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["apply", "--dry-run", "--netns"])
+            .arg(&link)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run dry run");
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8(out.stdout).expect("dry run output is UTF-8");
+        assert!(
+            !stdout.contains('\u{1b}') && !stdout.contains('\u{fffd}'),
+            "{stdout}"
+        );
+        let lines: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.contains(" && nsenter "))
+            .collect();
+        assert_eq!(lines.len(), 5, "case {i}:\n{stdout}");
+        assert!(!stdout.contains("# cannot print"), "{stdout}");
+        for l in &lines {
+            let st = Command::new("sh")
+                .arg("-c")
+                .arg(l)
+                .stdin(Stdio::null())
+                .output()
+                .expect("sh");
+            assert!(
+                st.status.success(),
+                "case {i}: sh -c {l}: {}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+        }
+        let st = Command::new(&*BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["status", "--netns"])
+            .arg(&link)
+            .output()
+            .expect("status");
+        assert!(
+            st.status.success(),
+            "case {i}: status after the pasted lines: {st:?}"
+        );
+        // The guard: the same lines against another namespace at the path do
+        // nothing.
+        symroute_bounded(&["--config", &cfg, "clean", "--netns", &path_of(&ctr)]).expect(0);
+        let other = ok(Ns::new("paste-other"));
+        std::fs::remove_file(&link).expect("rm symlink");
+        std::os::unix::fs::symlink(other.path(), &link).expect("symlink");
+        for l in &lines {
+            let st = Command::new("sh").arg("-c").arg(l).output().expect("sh");
+            assert!(!st.status.success(), "case {i}: guarded line ran: {l}");
+        }
+        assert_eq!(owned(&other), (vec![], vec![]));
+        assert_eq!(owned(&ctr), (vec![], vec![]));
+        std::fs::remove_file(&link).expect("rm symlink");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -95,7 +95,18 @@ pub fn run(global: &SettingsArgs, a: ApplyArgs) -> Result<u8> {
     if a.json {
         print_json(&rep)?;
     } else {
-        out(&report::apply_text(&rep, &t.path().display().to_string()))?;
+        use std::os::unix::ffi::OsStrExt;
+        let path = t.path();
+        // The guard of every printed command: the namespace's inode now.
+        let inode = opened.netns.id().ok().map(|(_, ino)| ino);
+        out(&report::apply_text_for(
+            &rep,
+            &path.display().to_string(),
+            report::DryRunTarget {
+                path: path.as_os_str().as_bytes(),
+                inode,
+            },
+        ))?;
     }
     Ok(EXIT_OK)
 }
