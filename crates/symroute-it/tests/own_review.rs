@@ -709,3 +709,59 @@ fn dry_run_lines_for_paths_with_control_bytes_and_non_utf8_paste_into_sh() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- F8: a closed stdout, clap errors with --json ----
+
+#[test]
+fn a_reader_that_went_away_is_a_quiet_exit_with_the_unchanged_code() {
+    let (ctr, _peer) = two_lab("epipe");
+    let cfg = empty_config();
+    let path = path_of(&ctr);
+    for args in [
+        vec!["--config", &cfg, "apply", "--netns", &path, "--json"],
+        vec!["--config", &cfg, "status", "--netns", &path],
+        vec!["--config", &cfg, "clean", "--netns", &path, "--json"],
+    ] {
+        let mut child = spawn_symroute(&args);
+        // The read end closed before anything is written: every write fails
+        // with EPIPE.
+        drop(child.stdout.take());
+        let out = wait_bounded(child, &args.join(" "), RUN_BOUND);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        if args[2] == "apply" {
+            assert_eq!(owned(&ctr).0.len(), 2, "apply's changes are in place");
+        }
+    }
+    assert_eq!(owned(&ctr), (vec![], vec![]));
+}
+
+#[test]
+fn argument_errors_with_json_are_json() {
+    let out = symroute_raw(["apply", "--json", "--netns", "/x", "--bogus"]);
+    out.expect(2);
+    let v = out.json();
+    assert_eq!(v["code"], 2, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("--bogus")),
+        "{v}"
+    );
+    let out = symroute_raw([
+        "status",
+        "--json",
+        "--netns",
+        "/x",
+        "--lock-timeout",
+        "1e20",
+    ]);
+    out.expect(2);
+    assert_eq!(out.json()["code"], 2);
+    // Without --json, clap's own text on stderr; --help is still help.
+    let out = symroute_raw(["apply", "--netns", "/x", "--bogus"]);
+    out.expect(2);
+    assert!(
+        out.stdout.is_empty() && out.stderr.contains("--bogus"),
+        "{out:?}"
+    );
+    symroute_raw(["apply", "--json", "--help"]).expect(0);
+}

@@ -139,15 +139,16 @@ impl DiagnoseTarget {
     }
 }
 
-/// `IFNAME=ADDRESS`, the name one the kernel could give an interface (1 to
-/// 15 bytes, no `/`, `:` or whitespace): anything else could only match a
-/// name symroute made up for display (an interface whose name is not UTF-8).
+/// `IFNAME=ADDRESS`, with no `/`, `:` or whitespace in the name (the kernel
+/// refuses them in interface names): such a name could only match one
+/// symroute made up for display (an interface whose name is not UTF-8, shown
+/// as `b\xff (not UTF-8)`), never a real interface.
 pub fn parse_gateway(s: &str) -> Result<GatewayHint, String> {
     let g: GatewayHint = s.parse()?;
     let n = &g.ifname;
-    if n.len() > 15 || n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    if n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
         return Err(format!(
-            "gateway {s:?}: {n:?} cannot be an interface name (at most 15 bytes, no '/', ':' or whitespace)"
+            "gateway {s:?}: {n:?} cannot be an interface name (no '/', ':' or whitespace)"
         ));
     }
     Ok(g)
