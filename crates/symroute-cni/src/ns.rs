@@ -155,7 +155,9 @@ impl Namespace for LinuxNs {
     fn lock(&self, timeout: Duration) -> Result<NsLock<'_>, CniError> {
         symroute_linux::lock::lock(&self.ns, timeout).map_err(|e| match e {
             LockError::Busy { .. } => CniError::new(code::TRY_AGAIN, e.to_string()),
-            LockError::Io { .. } => CniError::new(code::IO, e.to_string()),
+            LockError::Io { .. } | LockError::Interrupted { .. } => {
+                CniError::new(code::IO, e.to_string())
+            }
         })
     }
 

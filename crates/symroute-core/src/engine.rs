@@ -247,7 +247,18 @@ fn plan_snapshot(
 /// Read the namespace, waiting up to `wait` while an IPv6 global address is
 /// still tentative (DAD): routes from such an address fail.
 pub fn settled_snapshot<K: Kernel>(k: &mut K, wait: Duration) -> Result<Snapshot, KernelError> {
-    let deadline = Instant::now() + wait;
+    settled_snapshot_until(k, wait, None)
+}
+
+/// [`settled_snapshot`], returning the latest snapshot at once when
+/// `interrupt` is set (the caller's next interrupt check then stops the run).
+pub fn settled_snapshot_until<K: Kernel>(
+    k: &mut K,
+    wait: Duration,
+    interrupt: Option<&AtomicBool>,
+) -> Result<Snapshot, KernelError> {
+    // A wait too long for the clock: no deadline.
+    let deadline = Instant::now().checked_add(wait);
     loop {
         let snap = k.snapshot()?;
         let tentative = snap
@@ -256,7 +267,7 @@ pub fn settled_snapshot<K: Kernel>(k: &mut K, wait: Duration) -> Result<Snapshot
             .filter(|l| !l.loopback)
             .flat_map(|l| l.global_addrs())
             .any(|a| a.tentative);
-        if !tentative || Instant::now() >= deadline {
+        if !tentative || deadline.is_some_and(|d| Instant::now() >= d) || interrupted(interrupt) {
             return Ok(snap);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -377,13 +388,14 @@ pub fn execute_with<K: Kernel>(
 
 /// Make the namespace's tagged state equal the plan.
 pub fn apply<K: Kernel>(k: &mut K, opts: &ApplyOptions) -> Result<ApplyReport, EngineError> {
-    let snap = settled_snapshot(
+    let snap = settled_snapshot_until(
         k,
         if opts.dry_run {
             Duration::ZERO
         } else {
             opts.dad_wait
         },
+        opts.interrupt.as_deref(),
     )?;
     apply_to(k, snap, opts)
 }

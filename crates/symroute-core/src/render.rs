@@ -160,38 +160,110 @@ fn route_words(r: &Route, names: Option<&Snapshot>) -> Vec<String> {
     w
 }
 
-/// The iproute2 command equivalent to an operation, run in `netns_path`:
-/// `nsenter --net=PATH ip -4 rule add ...`, every word [`shell_quote`]d, so
-/// the line pasted into a POSIX shell runs exactly this operation.
-pub fn ip_command(op: &Op, netns_path: &str, names: Option<&Snapshot>) -> String {
-    let mut words: Vec<String> = vec!["nsenter".into(), format!("--net={netns_path}"), "ip".into()];
-    let (flag, what, verb, rest) = match op {
-        Op::AddRule(r) => (r.family.ip_flag(), "rule", "add", rule_args(r)),
-        Op::DelRule(r) => (r.family.ip_flag(), "rule", "del", rule_args(r)),
-        Op::AddRoute(r) => (r.family().ip_flag(), "route", "add", String::new()),
-        Op::DelRoute(r) => (r.family().ip_flag(), "route", "del", String::new()),
+/// Whether `name` is one the kernel could give an interface (1 to 15 bytes,
+/// no `/`, `:` or whitespace): only such a name is printed as a `dev` word
+/// of a command (the display form of a name that is not UTF-8 never is).
+pub fn is_kernel_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
+}
+
+/// The iproute2 command equivalent to an operation, run in the namespace at
+/// `netns_path` (its raw bytes, as given): `nsenter --net=PATH ip -4 rule add
+/// ...`, every word [`shell_quote_bytes`]d, so the line pasted into a POSIX
+/// shell runs exactly this operation. With `guard_inode`, the line starts
+/// with `test "$(stat -Lc %i PATH)" = INODE &&`: pasted later, after the
+/// namespace went away and the path (a reused PID's `/proc/PID/ns/net`)
+/// names another one, it does nothing.
+///
+/// A command that cannot be printed safely (a route through a link the
+/// snapshot has no usable name for: `dev if7` would name whatever interface
+/// a container calls `if7`) is a `#` comment saying so instead.
+pub fn ip_command(
+    op: &Op,
+    netns_path: &[u8],
+    names: Option<&Snapshot>,
+    guard_inode: Option<u64>,
+) -> String {
+    let (flag, what, verb) = match op {
+        Op::AddRule(r) => (r.family.ip_flag(), "rule", "add"),
+        Op::DelRule(r) => (r.family.ip_flag(), "rule", "del"),
+        Op::AddRoute(r) => (r.family().ip_flag(), "route", "add"),
+        Op::DelRoute(r) => (r.family().ip_flag(), "route", "del"),
     };
-    words.extend([flag.to_string(), what.into(), verb.into()]);
+    let mut words: Vec<String> = vec![flag.to_string(), what.into(), verb.into()];
     match op {
         // Rules hold numbers and prefixes only.
-        Op::AddRule(_) | Op::DelRule(_) => {
-            words.extend(rest.split(' ').map(str::to_string));
+        Op::AddRule(r) | Op::DelRule(r) => {
+            words.extend(rule_args(r).split(' ').map(str::to_string));
         }
-        Op::AddRoute(r) | Op::DelRoute(r) => words.extend(route_words(r, names)),
+        Op::AddRoute(r) | Op::DelRoute(r) => {
+            for oif in std::iter::once(r.oif)
+                .chain(r.multipath.iter().map(|h| h.oif))
+                .filter(|&i| i != 0)
+            {
+                let usable = names
+                    .and_then(|s| s.link(oif))
+                    .is_some_and(|l| is_kernel_ifname(&l.name));
+                if !usable {
+                    return format!(
+                        "# cannot print this command safely: link {oif} has no usable name in the snapshot"
+                    );
+                }
+            }
+            words.extend(route_words(r, names));
+        }
     }
-    words
-        .iter()
-        .map(|w| shell_quote(w).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut net = b"--net=".to_vec();
+    net.extend_from_slice(netns_path);
+    let mut line = String::new();
+    if let Some(ino) = guard_inode {
+        let _ = write!(
+            line,
+            "test \"$(stat -Lc %i {})\" = {ino} && ",
+            shell_quote_bytes(netns_path)
+        );
+    }
+    line.push_str("nsenter ");
+    line.push_str(&shell_quote_bytes(&net));
+    line.push_str(" ip");
+    for w in &words {
+        line.push(' ');
+        line.push_str(&shell_quote(w));
+    }
+    line
 }
 
 /// Characters a terminal would act on rather than show: C0 and C1 controls,
-/// DEL, and the invisible format characters that reorder or hide text
-/// (zero-width, bidirectional overrides and isolates, BOM).
+/// DEL, and the invisible characters that reorder or hide text: soft hyphen,
+/// combining grapheme joiner, Arabic letter mark, Hangul fillers, Khmer and
+/// Mongolian invisible vowels and variation selectors, zero-width and
+/// bidirectional marks, line and paragraph separators, embeddings,
+/// overrides and isolates, invisible operators, variation selectors,
+/// specials, tags, BOM.
 pub fn is_unsafe_char(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{34f}'
+                | '\u{61c}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{17b4}'..='\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff0}'..='\u{fff8}'
+                | '\u{e0000}'..='\u{e0fff}'
+        )
 }
 
 /// `s` with every [`is_unsafe_char`] written as an escape (`\x1b`, `\n`,
@@ -240,9 +312,9 @@ fn shell_safe(c: char) -> bool {
 /// `s` as one POSIX shell word that the shell turns back into exactly `s`.
 ///
 /// Plain words stay as they are; anything else is single-quoted (`'` itself
-/// written `'\''`), so `$`, `;`, backquotes and globs are inert. Characters a
+/// written `'\\''`), so `$`, `;`, backquotes and globs are inert. Characters a
 /// terminal would act on ([`is_unsafe_char`], except newline, which is kept
-/// literally inside the quotes) are written as `"$(printf '\033')"`, the
+/// literally inside the quotes) are written as `"$(printf '\\033')"`, the
 /// octal bytes of their UTF-8 form: the printed line holds no raw control
 /// character and still gives back the same bytes. (A NUL cannot be in a
 /// shell word at all; interface names and paths never hold one.)
@@ -250,35 +322,56 @@ pub fn shell_quote(s: &str) -> Cow<'_, str> {
     if !s.is_empty() && s.chars().all(shell_safe) {
         return Cow::Borrowed(s);
     }
-    let mut out = String::with_capacity(s.len() + 2);
+    Cow::Owned(shell_quote_bytes(s.as_bytes()).into_owned())
+}
+
+/// [`shell_quote`] for raw bytes (a path as the OS gives it): bytes that
+/// are not UTF-8 are written in octal through `printf` like unsafe
+/// characters, so the word gives back exactly these bytes.
+pub fn shell_quote_bytes(b: &[u8]) -> Cow<'_, str> {
+    if let Ok(s) = std::str::from_utf8(b)
+        && !s.is_empty()
+        && s.chars().all(shell_safe)
+    {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(b.len() + 2);
     let mut open = false;
-    for c in s.chars() {
-        if is_unsafe_char(c) && c != '\n' {
-            if open {
-                out.push('\'');
-                open = false;
-            }
-            out.push_str("\"$(printf '");
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                let _ = write!(out, "\\{b:03o}");
-            }
-            out.push_str("')\"");
-            continue;
-        }
-        if c == '\'' {
-            if open {
-                out.push('\'');
-                open = false;
-            }
-            out.push_str("\\'");
-            continue;
-        }
-        if !open {
+    let octal = |out: &mut String, open: &mut bool, bytes: &[u8]| {
+        if *open {
             out.push('\'');
-            open = true;
+            *open = false;
         }
-        out.push(c);
+        out.push_str("\"$(printf '");
+        for b in bytes {
+            let _ = write!(out, "\\{b:03o}");
+        }
+        out.push_str("')\"");
+    };
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if is_unsafe_char(c) && c != '\n' {
+                let mut buf = [0u8; 4];
+                octal(&mut out, &mut open, c.encode_utf8(&mut buf).as_bytes());
+                continue;
+            }
+            if c == '\'' {
+                if open {
+                    out.push('\'');
+                    open = false;
+                }
+                out.push_str("\\'");
+                continue;
+            }
+            if !open {
+                out.push('\'');
+                open = true;
+            }
+            out.push(c);
+        }
+        if !chunk.invalid().is_empty() {
+            octal(&mut out, &mut open, chunk.invalid());
+        }
     }
     if open {
         out.push('\'');
@@ -346,6 +439,79 @@ mod tests {
     }
 
     #[test]
+    fn path_bytes_round_trip_through_the_shell() {
+        let paths: [&[u8]; 4] = [
+            b"/tmp/x\x1b[31m",
+            b"/tmp/\xff\xfe",
+            b"/run/netns/web",
+            b"/a'b c",
+        ];
+        for p in paths {
+            let q = shell_quote_bytes(p).into_owned();
+            assert!(!q.chars().any(|c| is_unsafe_char(c) && c != '\n'), "{q:?}");
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf '%s' {q}"))
+                .output()
+                .expect("run sh");
+            assert_eq!(out.stdout, p, "{q}");
+        }
+    }
+
+    #[test]
+    fn commands_never_name_a_link_without_a_usable_name() {
+        use crate::model::{Link, RouteType};
+        let route = |oif| Route {
+            table: 10000,
+            dst: "10.0.0.0/24".parse().unwrap(),
+            gateway: None,
+            oif,
+            prefsrc: None,
+            scope: Scope::Link,
+            kind: RouteType(1),
+            metric: 0,
+            onlink: false,
+            protocol: 115,
+            multipath: Vec::new(),
+        };
+        let link = |index, name: &str| Link {
+            index,
+            name: name.into(),
+            mac: None,
+            up: true,
+            loopback: false,
+            addrs: Vec::new(),
+        };
+        let snap = Snapshot {
+            links: vec![link(3, "eth0"), link(4, "b\\xff (not UTF-8)")],
+            ..Snapshot::default()
+        };
+        let ok = ip_command(
+            &Op::AddRoute(route(3)),
+            b"/run/netns/x",
+            Some(&snap),
+            Some(77),
+        );
+        assert_eq!(
+            ok,
+            "test \"$(stat -Lc %i /run/netns/x)\" = 77 && nsenter --net=/run/netns/x ip -4 route add 10.0.0.0/24 dev eth0 scope link table 10000 proto 115"
+        );
+        for oif in [4, 7] {
+            let c = ip_command(
+                &Op::AddRoute(route(oif)),
+                b"/run/netns/x",
+                Some(&snap),
+                None,
+            );
+            assert!(
+                c.starts_with("# cannot print this command safely: link "),
+                "{c}"
+            );
+            assert!(!c.contains("dev"), "{c}");
+        }
+    }
+
+    #[test]
     fn escape_writes_controls_as_escapes() {
         assert_eq!(escape("eth0"), "eth0");
         assert_eq!(escape("\u{1b}[31mx"), "\\x1b[31mx");
@@ -372,8 +538,28 @@ mod tests {
         }
 
         #[test]
-        fn escape_leaves_nothing_unsafe(s in "\\PC*|[\\x00-\\x1f\\x7f-\\u{9f}a-z]{0,16}") {
+        fn escape_leaves_nothing_unsafe(s in "\\PC*|[\\x00-\\x1f\\x7f-\\u{9f}a-z]{0,16}|[\\u{ad}\\u{34f}\\u{61c}\\u{115f}\\u{1160}\\u{17b4}\\u{17b5}\\u{180b}-\\u{180f}\\u{2028}-\\u{202e}\\u{2060}-\\u{206f}\\u{3164}\\u{fe00}-\\u{fe0f}\\u{ffa0}\\u{fff0}-\\u{fff8}\\u{e0000}-\\u{e0fff}a-z]{1,16}") {
             prop_assert!(!escape(&s).chars().any(is_unsafe_char));
+            prop_assert!(!escape(&s).contains(|c: char| !c.is_ascii() && is_unsafe_char(c)));
+        }
+
+        /// Every listed invisible character is unsafe, and is escaped.
+        #[test]
+        fn invisible_characters_are_escaped(c in prop::sample::select(vec![
+            '\u{ad}', '\u{34f}', '\u{61c}', '\u{115f}', '\u{1160}', '\u{17b4}', '\u{17b5}',
+            '\u{180b}', '\u{180f}', '\u{2028}', '\u{2029}', '\u{202a}', '\u{202e}', '\u{2060}',
+            '\u{206f}', '\u{3164}', '\u{fe00}', '\u{fe0f}', '\u{ffa0}', '\u{fff0}', '\u{fff8}',
+            '\u{e0000}', '\u{e0001}', '\u{e007f}', '\u{e0fff}',
+        ])) {
+            prop_assert!(is_unsafe_char(c));
+            let s = format!("a{c}b");
+            let e = escape(&s);
+            let want = if (c as u32) < 0x100 {
+                format!("a\\x{:02x}b", c as u32)
+            } else {
+                format!("a\\u{{{:x}}}b", c as u32)
+            };
+            prop_assert_eq!(e.as_ref(), want);
         }
     }
 }

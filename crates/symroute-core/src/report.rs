@@ -113,8 +113,41 @@ fn op_line(op: &Op, snap: &Snapshot) -> String {
     }
 }
 
+/// What symroute left alone, one `left alone:` line each.
+fn findings(fs: &[crate::ownership::Finding]) -> String {
+    let mut out = String::new();
+    for f in fs {
+        let _ = writeln!(out, "left alone: {f}");
+    }
+    out
+}
+
+/// Where a dry run's commands run: the namespace path as given (raw bytes,
+/// quoted only in the commands) and, when known, its inode for the guard
+/// each command starts with (see [`render::ip_command`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DryRunTarget<'a> {
+    pub path: &'a [u8],
+    pub inode: Option<u64>,
+}
+
+/// [`apply_text_for`] with `netns` as both the label and the commands' path,
+/// without a guard.
 pub fn apply_text(rep: &ApplyReport, netns: &str) -> String {
-    let netns = &render::escape(netns);
+    apply_text_for(
+        rep,
+        netns,
+        DryRunTarget {
+            path: netns.as_bytes(),
+            inode: None,
+        },
+    )
+}
+
+/// An apply's report; `label` names the namespace in prose (escaped), a dry
+/// run's commands use `target`.
+pub fn apply_text_for(rep: &ApplyReport, label: &str, target: DryRunTarget<'_>) -> String {
+    let netns = &render::escape(label);
     let mut out = String::new();
     if let Some(reason) = &rep.plan.unmanaged_reason {
         let _ = writeln!(out, "{netns}: not managed: {reason}");
@@ -131,7 +164,7 @@ pub fn apply_text(rep: &ApplyReport, netns: &str) -> String {
                 let _ = writeln!(
                     out,
                     "{}",
-                    render::ip_command(op, netns, Some(&rep.snapshot))
+                    render::ip_command(op, target.path, Some(&rep.snapshot), target.inode)
                 );
             }
         }
@@ -143,6 +176,7 @@ pub fn apply_text(rep: &ApplyReport, netns: &str) -> String {
             let _ = writeln!(out, "  {}", op_line(op, &rep.snapshot));
         }
     }
+    out.push_str(&findings(&rep.findings));
     for t in &rep.tentative {
         let _ = writeln!(
             out,
@@ -178,6 +212,7 @@ pub fn status_text(rep: &StatusReport, netns: &str) -> String {
     for op in &rep.extra {
         let _ = writeln!(out, "extra:   {}", op_line(op, &rep.snapshot));
     }
+    out.push_str(&findings(&rep.findings));
     if rep.in_sync {
         out.push_str("status: in sync\n");
     } else {
@@ -206,6 +241,7 @@ pub fn clean_text(rep: &CleanReport, netns: &str) -> String {
             let _ = writeln!(out, "  {}", op_line(op, &rep.snapshot));
         }
     }
+    out.push_str(&findings(&rep.findings));
     render::escape_lines(&out).into_owned()
 }
 

@@ -105,6 +105,28 @@ pub fn parse_band(s: &str) -> Result<(u32, u32), SettingsError> {
     Ok((a, b))
 }
 
+/// The longest TOML message repeated from a parse error.
+const MAX_PARSE_MESSAGE: usize = 120;
+
+/// `line L, column C: MESSAGE` for a TOML error: the position and the
+/// parser's own message (capped), never a snippet of the file (a path given
+/// by mistake, `/proc/self/environ` say, must not be printed back).
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let mut msg: String = e.message().trim().chars().take(MAX_PARSE_MESSAGE).collect();
+    if msg.len() < e.message().trim().len() {
+        msg.push_str("...");
+    }
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            format!("line {line}, column {col}: {msg}")
+        }
+        None => msg,
+    }
+}
+
 impl Settings {
     /// Check the values are usable: a band of real, unreserved tables, a
     /// priority that is neither `local`'s nor past `main`'s, a protocol that is
@@ -158,7 +180,7 @@ impl Settings {
         let mut s = Settings::default();
         let cfg: ConfigFile = toml::from_str(text).map_err(|e| SettingsError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })?;
         s.overlay(&cfg).map_err(|e| SettingsError::Parse {
             path: path.to_path_buf(),
@@ -194,6 +216,31 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn parse_errors_give_the_position_never_the_file_text() {
+        let secret = "HOME=/root\0AWS_SECRET_ACCESS_KEY=hunter2hunter2\0PATH=/bin\0";
+        let e = Settings::from_config_text(secret, Path::new("/proc/self/environ")).unwrap_err();
+        let t = e.to_string();
+        assert!(
+            !t.contains("hunter2") && !t.contains("AWS") && !t.contains("HOME"),
+            "{t}"
+        );
+        assert!(
+            t.starts_with("config file /proc/self/environ: line 1, column "),
+            "{t}"
+        );
+        let e = Settings::from_config_text("priority = 1\npriority = = 2\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2, column"), "{e}");
+        let long = format!("{} = 1\n", "k".repeat(5000));
+        let e = Settings::from_config_text(&long, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 400, "{e}");
+    }
+
     use super::*;
 
     #[test]

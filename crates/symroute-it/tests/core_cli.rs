@@ -291,7 +291,9 @@ fn dry_run_prints_ip_rule_add_commands_changes_nothing_and_the_commands_give_the
     let commands: Vec<&str> = out
         .stdout
         .lines()
-        .filter(|l| l.starts_with("nsenter "))
+        // Each line: `test "$(stat -Lc %i PATH)" = INODE && nsenter ...`.
+        .filter_map(|l| l.split_once(" && ").map(|(_, c)| c))
+        .filter(|c| c.starts_with("nsenter "))
         .collect();
     assert_eq!(commands.len(), 12, "{}", out.stdout);
     assert!(

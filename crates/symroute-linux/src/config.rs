@@ -57,18 +57,22 @@ pub fn read_config(path: &Path) -> Result<String, ConfigError> {
         path: path.to_path_buf(),
         source,
     };
-    let file: File = OpenOptions::new()
+    // O_PATH first: a device or FIFO is refused before it is opened for
+    // real (a tty would become the controlling terminal, a serial port
+    // toggles DTR); a regular file is then reopened for reading.
+    let handle: File = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
         .open(path)
         .map_err(open_err)?;
-    let meta = file.metadata().map_err(open_err)?;
+    let meta = handle.metadata().map_err(open_err)?;
     if !meta.file_type().is_file() {
         return Err(ConfigError::NotRegular {
             path: path.to_path_buf(),
             kind: file_kind(meta.file_type()),
         });
     }
+    let file = crate::netns::reopen(&handle).map_err(open_err)?;
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge {
             path: path.to_path_buf(),
@@ -100,6 +104,14 @@ mod tests {
                 .contains("/dev/zero is not a regular file (a character device)"),
             "{e}"
         );
+        for dev in ["/dev/null", "/dev/ptmx", "/dev/tty"] {
+            match read_config(Path::new(dev)) {
+                Err(ConfigError::NotRegular { kind, .. }) => {
+                    assert_eq!(kind, "a character device", "{dev}")
+                }
+                other => panic!("{dev}: {other:?}"),
+            }
+        }
         let e = read_config(Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("a directory"), "{e}");
         let dir = std::env::temp_dir().join(format!("symroute-config-{}", std::process::id()));

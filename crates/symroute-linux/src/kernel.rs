@@ -170,6 +170,7 @@ pub(crate) fn parse_route(m: &RouteMessage) -> Option<Route> {
         protocol: proto_u8(m.header.protocol),
         multipath: Vec::new(),
     };
+    let mut nh_object = false;
     for a in &m.attributes {
         match a {
             RouteAttribute::Destination(d) => {
@@ -182,6 +183,11 @@ pub(crate) fn parse_route(m: &RouteMessage) -> Option<Route> {
             RouteAttribute::PrefSource(s) => route.prefsrc = route_addr(s),
             RouteAttribute::Priority(p) => route.metric = *p,
             RouteAttribute::Table(t) => route.table = *t,
+            // A route through a nexthop object (`nhid N`): its next hop is
+            // not the route's own, and a delete or add without RTA_NH_ID is
+            // not exact. Kept as a route with a next-hop list, which the
+            // ownership classification never owns (a finding).
+            RouteAttribute::NhId(_) => nh_object = true,
             RouteAttribute::MultiPath(hops) => {
                 for h in hops {
                     let gateway = h.attributes.iter().find_map(|a| match a {
@@ -198,6 +204,12 @@ pub(crate) fn parse_route(m: &RouteMessage) -> Option<Route> {
         }
     }
     route.dst = IpNet::new(dst, m.header.destination_prefix_length).ok()?;
+    if nh_object && route.multipath.is_empty() {
+        route.multipath.push(NextHop {
+            oif: route.oif,
+            gateway: route.gateway,
+        });
+    }
     Some(route)
 }
 

@@ -91,9 +91,12 @@ impl NlSocket {
             let mut offset = 0;
             while offset < n {
                 let bytes = &self.buf[offset..n];
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
-                    .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-                let len = msg.header.length as usize;
+                let msg = decode(bytes)?;
+                // The length on the wire (a cleaned copy is shorter).
+                let len = bytes
+                    .get(0..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, |b| u32::from_ne_bytes(b) as usize);
                 if len == 0 {
                     return Err(NetlinkError::Decode("zero-length message".into()));
                 }
@@ -147,5 +150,156 @@ impl NlSocket {
         let mut out = None;
         self.receive(seq, |m| out = Some(m))?;
         out.ok_or_else(|| NetlinkError::Decode("no answer to a get request".into()))
+    }
+}
+
+/// Decode the first message of `bytes`. When the crate refuses it (its
+/// string attributes must be UTF-8, and a container can give an interface
+/// an alias, an altname or even a name that is not), decode a cleaned copy
+/// instead: see [`sanitize`].
+fn decode(bytes: &[u8]) -> Result<NetlinkMessage<RouteNetlinkMessage>, NetlinkError> {
+    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
+        Ok(m) => Ok(m),
+        Err(e) => {
+            let clean = sanitize(bytes).ok_or_else(|| NetlinkError::Decode(e.to_string()))?;
+            NetlinkMessage::<RouteNetlinkMessage>::deserialize(&clean)
+                .map_err(|e| NetlinkError::Decode(e.to_string()))
+        }
+    }
+}
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWRULE: u16 = 32;
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_FLAGS: u16 = 8;
+const FRA_IIFNAME: u16 = 3;
+const FRA_OIFNAME: u16 = 17;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// What an interface name that is not UTF-8 is called in symroute: the valid
+/// parts as they are (backslashes doubled), each other byte as `\xNN`, and
+/// ` (not UTF-8)` after it. The space makes it a name no interface can have
+/// (the kernel refuses whitespace in names), so it is never taken for a
+/// name a user or a runtime gives, and never printed as a `dev` word; the
+/// escapes keep two such names apart.
+pub fn lossy_name(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push_str(NOT_UTF8_SUFFIX);
+    out
+}
+
+/// The end of every [`lossy_name`].
+pub const NOT_UTF8_SUFFIX: &str = " (not UTF-8)";
+
+/// A copy of the message at the start of `bytes` that the crate can decode:
+/// - a link keeps only IFLA_ADDRESS and IFLA_IFNAME (header flags are in the
+///   fixed part); a name that is not UTF-8 becomes its [`lossy_name`]; the
+///   alias, altnames and every other attribute symroute never reads go;
+/// - an address keeps IFA_ADDRESS, IFA_LOCAL and IFA_FLAGS (IFA_LABEL, the
+///   interface's name for IPv4, goes);
+/// - a rule keeps every attribute; an `iif`/`oif` name that is not UTF-8
+///   becomes its lossy form, so the rule still counts as having an
+///   interface selector.
+///
+/// `None` for any other message, or one too short for its own header.
+fn sanitize(bytes: &[u8]) -> Option<Vec<u8>> {
+    let len = u32::from_ne_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
+    let ty = u16::from_ne_bytes(bytes.get(4..6)?.try_into().ok()?);
+    let msg = bytes.get(..len)?;
+    let fixed = match ty {
+        RTM_NEWLINK => 16,
+        RTM_NEWADDR => 8,
+        RTM_NEWRULE => 12,
+        _ => return None,
+    };
+    let mut out = msg.get(..16 + fixed)?.to_vec();
+    let mut at = 16 + fixed;
+    while at + 4 <= msg.len() {
+        let rta_len = usize::from(u16::from_ne_bytes(msg[at..at + 2].try_into().ok()?));
+        let rta_type = u16::from_ne_bytes(msg[at + 2..at + 4].try_into().ok()?);
+        if rta_len < 4 || at + rta_len > msg.len() {
+            break;
+        }
+        let payload = &msg[at + 4..at + rta_len];
+        let kind = rta_type & NLA_TYPE_MASK;
+        let keep: Option<Vec<u8>> = match (ty, kind) {
+            (RTM_NEWLINK, IFLA_ADDRESS) => Some(payload.to_vec()),
+            (RTM_NEWLINK, IFLA_IFNAME) | (RTM_NEWRULE, FRA_IIFNAME | FRA_OIFNAME) => {
+                Some(utf8_or_lossy(payload))
+            }
+            (RTM_NEWLINK, _) => None,
+            (RTM_NEWADDR, IFA_ADDRESS | IFA_LOCAL | IFA_FLAGS) => Some(payload.to_vec()),
+            (RTM_NEWADDR, _) => None,
+            _ => Some(payload.to_vec()),
+        };
+        if let Some(p) = keep {
+            let l = u16::try_from(4 + p.len()).ok()?;
+            out.extend_from_slice(&l.to_ne_bytes());
+            out.extend_from_slice(&rta_type.to_ne_bytes());
+            out.extend_from_slice(&p);
+            out.resize(out.len().next_multiple_of(4), 0);
+        }
+        at += rta_len.next_multiple_of(4);
+    }
+    let total = u32::try_from(out.len()).ok()?;
+    out[0..4].copy_from_slice(&total.to_ne_bytes());
+    Some(out)
+}
+
+/// A NUL-terminated string attribute as it is when UTF-8, else its
+/// [`lossy_name`], NUL-terminated.
+fn utf8_or_lossy(payload: &[u8]) -> Vec<u8> {
+    let text = payload.strip_suffix(&[0]).unwrap_or(payload);
+    if std::str::from_utf8(text).is_ok() {
+        return payload.to_vec();
+    }
+    let mut v = lossy_name(text).into_bytes();
+    v.push(0);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lossy_names_are_distinct_and_never_kernel_names() {
+        let a = lossy_name(b"al\xff");
+        assert_eq!(a, "al\\xff (not UTF-8)");
+        assert_ne!(lossy_name(b"\\xff\xfe"), lossy_name(b"\xff\\xfe"));
+        assert!(a.contains(' '));
+    }
+
+    #[test]
+    fn a_link_message_with_a_bad_alias_and_name_decodes() {
+        // nlmsghdr + ifinfomsg + IFLA_IFNAME "a\xff" + IFLA_IFALIAS "\xff\xfe"
+        let mut m = vec![0u8; 32];
+        m[4..6].copy_from_slice(&RTM_NEWLINK.to_ne_bytes());
+        m[20..24].copy_from_slice(&7i32.to_ne_bytes()); // ifindex
+        for (t, p) in [(IFLA_IFNAME, &b"a\xff\0"[..]), (20, &b"\xff\xfe\0"[..])] {
+            m.extend_from_slice(&((4 + p.len()) as u16).to_ne_bytes());
+            m.extend_from_slice(&t.to_ne_bytes());
+            m.extend_from_slice(p);
+            m.resize(m.len().next_multiple_of(4), 0);
+        }
+        let l = m.len() as u32;
+        m[0..4].copy_from_slice(&l.to_ne_bytes());
+        assert!(NetlinkMessage::<RouteNetlinkMessage>::deserialize(&m).is_err());
+        let msg = decode(&m).expect("decoded leniently");
+        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = msg.payload else {
+            panic!("not a link: {msg:?}");
+        };
+        let link = crate::kernel::parse_link(&link);
+        assert_eq!((link.index, link.name.as_str()), (7, "a\\xff (not UTF-8)"));
     }
 }

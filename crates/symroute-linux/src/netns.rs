@@ -62,17 +62,19 @@ impl Netns {
     /// is a network namespace.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, NetnsError> {
         let path = path.as_ref().to_path_buf();
-        // Without blocking (a FIFO given as the path must not hang), and
-        // checked to be nsfs before anything else is done with it.
-        let file = std::fs::OpenOptions::new()
+        // First O_PATH: nothing is opened for real (a tty given as the path
+        // cannot become our controlling terminal, a serial port keeps its
+        // DTR, a FIFO does not block or wake a writer). Only once it is
+        // known to be nsfs is it reopened for real, through /proc/self/fd.
+        let handle = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|source| NetnsError::Open {
                 path: path.clone(),
                 source,
             })?;
-        let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| NetnsError::Open {
+        let fs = nix::sys::statfs::fstatfs(&handle).map_err(|e| NetnsError::Open {
             path: path.clone(),
             source: e.into(),
         })?;
@@ -85,6 +87,10 @@ impl Netns {
         if magic != NSFS_MAGIC {
             return Err(NetnsError::NotNetns { path });
         }
+        let file = reopen(&handle).map_err(|source| NetnsError::Open {
+            path: path.clone(),
+            source,
+        })?;
         // NS_GET_NSTYPE tells a network namespace from the other kinds.
         // SAFETY: the ioctl takes no argument and only reads the fd.
         let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
@@ -214,6 +220,16 @@ impl Netns {
     }
 }
 
+/// Open for reading, for real, the file `handle` (an O_PATH descriptor)
+/// stands for: `/proc/self/fd/N` with O_RDONLY, O_NOCTTY, O_NONBLOCK and
+/// O_CLOEXEC.
+pub fn reopen(handle: &File) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+}
+
 /// The inode of the initial network namespace on nsfs, `NET_NS_INIT_INO`
 /// in linux/nsfs.h (`PROC_NET_INIT_INO` in linux/proc_ns.h): fixed since
 /// Linux 6.18; earlier kernels numbered it like any other namespace.
@@ -272,6 +288,30 @@ const NS_GET_NSTYPE: u64 = 0xb703;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_fifos_and_files_are_refused_before_being_opened() {
+        for dev in ["/dev/null", "/dev/zero", "/dev/ptmx", "/dev/tty", "/"] {
+            match Netns::open(dev) {
+                Err(NetnsError::NotNetns { .. }) => {}
+                // /dev/tty without a controlling terminal: O_PATH still
+                // opens it; anything else must not be a success.
+                other => panic!("{dev}: {other:?}"),
+            }
+        }
+        // A FIFO with no writer: not opened, so not waited for.
+        let dir = std::env::temp_dir().join(format!("symroute-netns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(
+            Netns::open(&fifo),
+            Err(NetnsError::NotNetns { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        // The real thing still opens.
+        Netns::open("/proc/self/ns/net").unwrap().id().unwrap();
+    }
 
     #[test]
     fn host_decision_never_guesses() {

@@ -139,6 +139,21 @@ impl DiagnoseTarget {
     }
 }
 
+/// `IFNAME=ADDRESS`, with no `/`, `:` or whitespace in the name (the kernel
+/// refuses them in interface names): such a name could only match one
+/// symroute made up for display (an interface whose name is not UTF-8, shown
+/// as `b\xff (not UTF-8)`), never a real interface.
+pub fn parse_gateway(s: &str) -> Result<GatewayHint, String> {
+    let g: GatewayHint = s.parse()?;
+    let n = &g.ifname;
+    if n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err(format!(
+            "gateway {s:?}: {n:?} cannot be an interface name (no '/', ':' or whitespace)"
+        ));
+    }
+    Ok(g)
+}
+
 /// "60s", "5m", "1h", "250ms" or plain seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
@@ -160,8 +175,16 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     if !(v.is_finite() && v > 0.0) {
         return Err(format!("{s:?}: must be positive"));
     }
-    Ok(std::time::Duration::from_secs_f64(v * mult))
+    let d = std::time::Duration::try_from_secs_f64(v * mult)
+        .map_err(|_| format!("{s:?}: at most 1 day"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{s:?}: at most 1 day"));
+    }
+    Ok(d)
 }
+
+/// The longest duration any flag takes (lock wait, resync interval).
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// `symroute apply`.
 #[derive(Debug, Args)]
@@ -169,7 +192,7 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Gateway of an interface, IFNAME=ADDRESS (repeatable; IPv6 fe80:: gateways allowed)
-    #[arg(long = "gateway", value_name = "IFNAME=ADDR")]
+    #[arg(long = "gateway", value_name = "IFNAME=ADDR", value_parser = parse_gateway)]
     pub gateways: Vec<GatewayHint>,
     /// Manage the namespace even when it has a single interface with global addresses
     #[arg(long)]
@@ -199,7 +222,7 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Gateways as given to apply (IFNAME=ADDR), to compare against the same plan
-    #[arg(long = "gateway", value_name = "IFNAME=ADDR")]
+    #[arg(long = "gateway", value_name = "IFNAME=ADDR", value_parser = parse_gateway)]
     pub gateways: Vec<GatewayHint>,
     /// As for apply
     #[arg(long)]
@@ -309,5 +332,46 @@ impl Command {
             Command::Diagnose(a) => a.json,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn out_of_range_durations_are_refused_not_panics() {
+        for bad in [
+            "1e20", "1.5e19", "1e30", "25h", "86401", "inf", "nan", "0", "-1", "x",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+        assert_eq!(
+            parse_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        let e = Cli::try_parse_from([
+            "symroute",
+            "apply",
+            "--netns",
+            "/x",
+            "--lock-timeout",
+            "1e20",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--lock-timeout") && e.contains("at most 1 day"),
+            "{e}"
+        );
+        let e = Cli::try_parse_from(["symroute", "daemon", "--resync-interval", "1e30"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--resync-interval") && e.contains("at most 1 day"),
+            "{e}"
+        );
     }
 }

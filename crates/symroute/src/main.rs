@@ -11,7 +11,7 @@ mod signals;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::Parser as _;
 
 use crate::cli::{Cli, Command};
 use crate::commands::{EXIT_ERROR, EXIT_OK};
@@ -93,10 +93,10 @@ fn cni_mode() -> bool {
     if std::env::args_os().len() <= 1 {
         return true;
     }
-    eprintln!(
+    commands::err_line(&format!(
         "symroute: warning: ignoring CNI_COMMAND={} in the environment: symroute acts as a CNI plugin only when run without arguments",
         symroute_core::render::escape(&cmd.to_string_lossy())
-    );
+    ));
     false
 }
 
@@ -107,19 +107,46 @@ fn main() -> ExitCode {
     if cni_mode() {
         return ExitCode::from(symroute_cni::main_from_process());
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
     let json = cli.command.json();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) if json => {
-            // serde_json escapes control characters itself.
-            let v = serde_json::json!({ "error": error_text(&e), "code": EXIT_ERROR });
-            println!("{v}");
-            ExitCode::from(EXIT_ERROR)
-        }
+        Err(e) if json => json_error(&error_text(&e)),
         Err(e) => {
-            eprintln!("symroute: {}", error_text(&e));
+            commands::err_line(&format!("symroute: {}", error_text(&e)));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// `{"error": ..., "code": 2}` on standard output (serde_json escapes
+/// control characters itself), exit 2.
+fn json_error(text: &str) -> ExitCode {
+    let v = serde_json::json!({ "error": text, "code": EXIT_ERROR });
+    let _ = commands::out(&format!("{v}\n"));
+    ExitCode::from(EXIT_ERROR)
+}
+
+/// A command line clap refused: with `--json` among the arguments, the
+/// error is JSON like every other error of a `--json` run; `--help` and
+/// `--version` print as usual.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
+    if json && !informational {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or("invalid arguments");
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        return json_error(&symroute_core::render::escape(first));
+    }
+    e.exit()
 }

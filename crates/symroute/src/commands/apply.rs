@@ -4,14 +4,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{EXIT_OK, open_target, print_json, selection, settings};
+use super::{EXIT_OK, open_target, out, print_json, selection, settings};
 use crate::cli::{ApplyArgs, SettingsArgs};
 use crate::request::{merge_gateways, resolve};
 use crate::signals::{self, Interrupt};
 use symroute_core::engine::{self, ApplyOptions, EngineError};
 use symroute_core::plan::PlanRequest;
 use symroute_core::report;
-use symroute_linux::lock;
+use symroute_linux::lock::{self, LockError};
 
 pub fn run(global: &SettingsArgs, a: ApplyArgs) -> Result<u8> {
     let settings = settings(global)?;
@@ -20,7 +20,8 @@ pub fn run(global: &SettingsArgs, a: ApplyArgs) -> Result<u8> {
     }
     let resolved = resolve(&a.target, &a.docker)?;
     let t = resolved.target.clone();
-    // Handlers first: a signal from here on rolls the run back.
+    // Handlers first: a signal from here on stops the lock wait, the DAD
+    // wait, or rolls the run back.
     let interrupt = if a.dry_run {
         None
     } else {
@@ -29,10 +30,20 @@ pub fn run(global: &SettingsArgs, a: ApplyArgs) -> Result<u8> {
     let mut opened = open_target(&t, !a.dry_run, a.allow_host_netns)?;
     // One writer at a time per namespace, from the first read to the last
     // change (a dry run only reads).
-    let _lock = if a.dry_run {
-        None
-    } else {
-        Some(lock::lock(&opened.netns, a.lock_timeout)?)
+    let _lock = match &interrupt {
+        None => None,
+        Some(i) => {
+            let flag = i.flag();
+            match lock::lock_interruptible(&opened.netns, a.lock_timeout, Some(&flag)) {
+                Ok(l) => Some(l),
+                Err(LockError::Interrupted { .. }) => anyhow::bail!(
+                    "{}: interrupted by {} while waiting for the namespace's lock: nothing changed",
+                    t.path().display(),
+                    i.signal_name().unwrap_or("a signal")
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        }
     };
     let gateways = merge_gateways(&resolved, &mut opened.kernel, a.gateways)?;
     let opts = ApplyOptions {
@@ -47,7 +58,9 @@ pub fn run(global: &SettingsArgs, a: ApplyArgs) -> Result<u8> {
         interrupt: interrupt.as_ref().map(Interrupt::flag),
     };
     let result = engine::apply(&mut opened.kernel, &opts);
-    if let Some(sig) = interrupt.as_ref().and_then(Interrupt::signal_name) {
+    // From here on nothing is left to undo: default signal actions again, so
+    // a process blocked on a stalled stdout can still be stopped.
+    if let Some(sig) = interrupt.and_then(Interrupt::restore_defaults) {
         // A signal came: the run either stopped and rolled back, or had
         // already made its last change; either way say so and exit 2.
         match result {
@@ -82,10 +95,18 @@ pub fn run(global: &SettingsArgs, a: ApplyArgs) -> Result<u8> {
     if a.json {
         print_json(&rep)?;
     } else {
-        print!(
-            "{}",
-            report::apply_text(&rep, &t.path().display().to_string())
-        );
+        use std::os::unix::ffi::OsStrExt;
+        let path = t.path();
+        // The guard of every printed command: the namespace's inode now.
+        let inode = opened.netns.id().ok().map(|(_, ino)| ino);
+        out(&report::apply_text_for(
+            &rep,
+            &path.display().to_string(),
+            report::DryRunTarget {
+                path: path.as_os_str().as_bytes(),
+                inode,
+            },
+        ))?;
     }
     Ok(EXIT_OK)
 }

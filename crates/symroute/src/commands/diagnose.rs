@@ -23,7 +23,7 @@ pub fn run(a: DiagnoseArgs) -> Result<u8> {
     if a.json {
         print_json(&d)?;
     } else {
-        print!("{}", report::diagnose_text(&d));
+        super::out(&report::diagnose_text(&d))?;
     }
     Ok(if d.symmetric { EXIT_OK } else { EXIT_FINDING })
 }
@@ -51,10 +51,10 @@ fn docker(name: Option<&str>, docker: &DockerArgs, json: bool) -> Result<u8> {
     if json {
         print_json(&results)?;
     } else if results.is_empty() {
-        println!("no running containers");
+        super::out("no running containers\n")?;
     } else {
         let texts: Vec<String> = results.iter().map(dock::diagnose::text).collect();
-        print!("{}", texts.join("\n"));
+        super::out(&texts.join("\n"))?;
     }
     Ok(if results.iter().all(|d| d.symmetric) {
         EXIT_OK

@@ -56,8 +56,33 @@ pub fn selection(all: bool) -> Selection {
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+    let mut text = serde_json::to_string_pretty(v)?;
+    text.push('\n');
+    out(&text)
+}
+
+/// Write `text` to standard output. A reader that went away (EPIPE, e.g.
+/// `| head`) is not an error: the command's work is done and its exit code
+/// stays what it was; the rest of the output is dropped quietly. (Rust's
+/// runtime ignores SIGPIPE, so the write returns EPIPE instead of killing.)
+pub fn out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(anyhow::Error::from(e).context("writing to standard output")),
+    }
+}
+
+/// Write one line to standard error, ignoring failures (a closed terminal
+/// after SIGHUP must not turn a message into a panic).
+pub fn err_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 /// Open `t`; for a change, refuse the host's namespace (or one that cannot be

@@ -26,10 +26,7 @@ pub fn run(global: &SettingsArgs, a: StatusArgs) -> Result<u8> {
     if a.json {
         print_json(&rep)?;
     } else {
-        print!(
-            "{}",
-            report::status_text(&rep, &t.path().display().to_string())
-        );
+        super::out(&report::status_text(&rep, &t.path().display().to_string()))?;
     }
     Ok(if rep.in_sync { EXIT_OK } else { EXIT_FINDING })
 }
