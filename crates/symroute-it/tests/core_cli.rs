@@ -91,19 +91,19 @@ fn bad_gateways_exit_2_with_a_clear_message_and_change_nothing() {
     let cases = [
         (
             "eth9=172.18.0.1",
-            "--gateway eth9=172.18.0.1: no interface eth9 in this namespace",
+            "no interface eth9 in this namespace (--gateway eth9=172.18.0.1)",
         ),
         (
             "eth1=2001:db8:18::1",
-            "--gateway eth1=2001:db8:18::1: eth1 has no global IPv6 address",
+            "eth1 has no global IPv6 address",
         ),
         (
             "eth1=10.9.9.9",
-            "--gateway eth1=10.9.9.9: 10.9.9.9 is outside eth1's prefixes (172.18.0.0/16)",
+            "10.9.9.9 is outside eth1's prefixes (172.18.0.0/16)",
         ),
         (
             "eth1=172.18.0.2",
-            "--gateway eth1=172.18.0.2: 172.18.0.2 is eth1's own address",
+            "172.18.0.2 is eth1's own address",
         ),
     ];
     for (gw, expect) in cases {
