@@ -88,12 +88,21 @@ pub async fn diagnose_container(
         } else {
             a.network_id.clone()
         };
-        match client.network(&key).await {
-            Ok(n) => {
-                nets.insert(key, n);
+        // Podman 4.3 gives the network's name as its NetworkID; whichever it
+        // is, the name is tried when the id is not known.
+        let mut found = None;
+        for k in [&key, &a.network] {
+            match client.network(k).await {
+                Ok(n) => {
+                    found = Some(n);
+                    break;
+                }
+                Err(DockerError::NoSuchNetwork(_)) => {}
+                Err(e) => return Err(e),
             }
-            Err(DockerError::NoSuchNetwork(_)) => {}
-            Err(e) => return Err(e),
+        }
+        if let Some(n) = found {
+            nets.insert(key, n);
         }
     }
     Ok(diagnose_with(&info, &nets, |path| {

@@ -46,6 +46,12 @@ pub trait EngineApi: Clone + Send + Sync + 'static {
     /// Where the engine is, for logs ("/var/run/docker.sock").
     fn endpoint(&self) -> String;
 
+    /// How the endpoint was chosen, for the log ("--docker-host",
+    /// "DOCKER_HOST", "default", ...).
+    fn endpoint_source(&self) -> &'static str {
+        "given"
+    }
+
     /// Which engine it is and the API version in use.
     fn version(&self) -> impl Future<Output = Result<EngineVersion, DockerError>> + Send;
 

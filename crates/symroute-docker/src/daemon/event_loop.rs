@@ -63,12 +63,13 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
         match api.version().await {
             Ok(v) => info!(
                 socket = %api.endpoint(),
+                via = api.endpoint_source(),
                 engine = %v.name,
                 version = %v.version,
                 api = %v.api_version,
                 "connected to Docker"
             ),
-            Err(e) => info!(socket = %api.endpoint(), error = %e, "connected to Docker"),
+            Err(e) => info!(socket = %api.endpoint(), via = api.endpoint_source(), error = %e, "connected to Docker"),
         }
         // The messages say "Docker" for Podman too (the engine field tells
         // which): scripts and the tests match them exactly.
