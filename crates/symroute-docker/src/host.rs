@@ -159,7 +159,9 @@ fn parse(h: &str, env: &HostEnv) -> Result<EngineHost, DockerError> {
     if h.starts_with('/') {
         return Ok(EngineHost::Unix(h.to_string()));
     }
-    let rest = h.strip_prefix("tcp://").or_else(|| h.strip_prefix("http://"));
+    let rest = h
+        .strip_prefix("tcp://")
+        .or_else(|| h.strip_prefix("http://"));
     if let Some(rest) = rest {
         if let Some(var) = env.wants_tls() {
             return Err(unsupported(
@@ -174,7 +176,10 @@ fn parse(h: &str, env: &HostEnv) -> Result<EngineHost, DockerError> {
     let scheme = h.split("://").next().unwrap_or(h);
     let why = match scheme {
         "https" => "TLS is not supported; use the engine's unix socket".to_string(),
-        "ssh" => "ssh:// is not supported; run symroute on the engine's host and use its unix socket".to_string(),
+        "ssh" => {
+            "ssh:// is not supported; run symroute on the engine's host and use its unix socket"
+                .to_string()
+        }
         "fd" => "fd:// is a daemon-side address, not a client one".to_string(),
         "npipe" => "named pipes are Windows only".to_string(),
         _ => "expected unix:///path, a path, or tcp://host[:port] (plain HTTP)".to_string(),

@@ -14,8 +14,8 @@ use std::net::IpAddr;
 
 use bollard::models::{ContainerInspectResponse, EventMessage, Network, SystemVersion};
 use symroute_core::model::{IfAddr, Link, Snapshot};
-use symroute_docker::{Event, EventKind, event_from};
 use symroute_docker::model::{Attachment, ContainerInfo, NetworkMode, plan_request};
+use symroute_docker::{Event, EventKind, event_from};
 
 const LAN_GATEWAY: &str = "192.0.2.1";
 const APP_GATEWAY: &str = "203.0.113.1";
