@@ -143,7 +143,7 @@ fn subscribed_socket() -> io::Result<Socket> {
 /// Open a subscribed socket inside `netns`.
 pub fn open(netns: &Netns) -> Result<AsyncFd<Socket>, NetnsError> {
     let sock = netns
-        .run(subscribed_socket)?
+        .run_quick(subscribed_socket)?
         .map_err(|source| NetnsError::Open {
             path: netns.path().to_path_buf(),
             source,
