@@ -139,6 +139,9 @@ pub struct NetworkInfo {
     pub enable_ipv6: bool,
     pub subnets: Vec<String>,
     pub options: BTreeMap<String, String>,
+    /// The host-side interface as the engine itself names it (Podman's
+    /// libpod `network_interface`), when known.
+    pub engine_interface: Option<String>,
 }
 
 /// A connection to the Engine API.
@@ -264,6 +267,7 @@ impl DockerClient {
                 .filter_map(|c| c.subnet)
                 .collect(),
             options: n.options.unwrap_or_default().into_iter().collect(),
+            engine_interface: None,
         })
     }
 
@@ -327,6 +331,22 @@ impl EngineApi for DockerClient {
 
     async fn network(&self, id: &str) -> Result<NetworkInfo, DockerError> {
         DockerClient::network(self, id).await
+    }
+
+    async fn podman_interface(
+        &self,
+        network: &str,
+        engine: &EngineVersion,
+    ) -> Result<Option<String>, DockerError> {
+        if !engine.is_podman() {
+            return Ok(None);
+        }
+        crate::libpod::network_interface(&self.host, &engine.version, network)
+            .await
+            .map_err(|message| DockerError::Engine {
+                what: format!("libpod network inspect {network}"),
+                message,
+            })
     }
 
     fn events(&self) -> BoxStream<'static, Result<Event, DockerError>> {

@@ -66,6 +66,19 @@ pub trait EngineApi: Clone + Send + Sync + 'static {
     /// unknown.
     fn network(&self, id: &str) -> impl Future<Output = Result<NetworkInfo, DockerError>> + Send;
 
+    /// Podman only: the host-side interface netavark uses for the network
+    /// named `network` (libpod's `network_interface`: a bridge such as
+    /// `podman1`, or a macvlan's parent). `None` when unknown, and from
+    /// engines that are not Podman.
+    fn podman_interface(
+        &self,
+        network: &str,
+        engine: &EngineVersion,
+    ) -> impl Future<Output = Result<Option<String>, DockerError>> + Send {
+        let _ = (network, engine);
+        async { Ok(None) }
+    }
+
     /// Container and network events from now on: start, die, destroy,
     /// connect, disconnect. The stream ends (or yields an error) when the
     /// engine goes away; the daemon then reconnects and resyncs.

@@ -11,8 +11,10 @@ mod client;
 pub mod daemon;
 pub mod diagnose;
 mod engine_api;
+pub mod equal_defaults;
 mod explain;
 pub mod host;
+mod libpod;
 pub mod model;
 
 pub use client::{
