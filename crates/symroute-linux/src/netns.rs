@@ -250,6 +250,13 @@ impl Netns {
     }
 }
 
+/// Start the helper thread now rather than at the first socket (a daemon
+/// does it at start, so its descriptors, one for the process's namespace,
+/// are there from the beginning). False when it cannot be started.
+pub fn start_helper() -> bool {
+    helper().is_some()
+}
+
 /// Work for the helper thread.
 type Job = Box<dyn FnOnce() + Send>;
 

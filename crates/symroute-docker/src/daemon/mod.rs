@@ -77,6 +77,10 @@ pub async fn run(
     let connector = DockerConnector {
         host: opts.docker_host.clone(),
     };
+    // The namespace helper thread (and its one descriptor) from the start.
+    if !symroute_linux::netns::start_helper() {
+        tracing::warn!("cannot start the namespace helper thread; every namespace will fail");
+    }
     let namespaces = LinuxNamespaces {
         protocol: opts.settings.protocol,
     };
