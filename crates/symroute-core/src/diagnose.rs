@@ -167,6 +167,22 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
                     one.interface
                 )),
                 many => {
+                    let low = many.iter().map(|d| d.metric).min().unwrap_or(0);
+                    let tied: Vec<&str> = many
+                        .iter()
+                        .filter(|d| d.metric == low)
+                        .map(|d| d.interface.as_str())
+                        .collect();
+                    if tied.len() > 1 {
+                        // fib_select_default: the first whose gateway's
+                        // neighbour entry is not known dead (field-facts 6).
+                        parts.push(format!(
+                            "{family}: main has {} default routes of equal metric {low} (via {}): the kernel uses the first whose gateway's neighbour (ARP) entry is not known to be dead, so which one a reply takes depends on ARP state and changes with it",
+                            tied.len(),
+                            tied.join(", ")
+                        ));
+                        continue;
+                    }
                     let sel = many.iter().find(|d| d.selected).map(|d| d.interface.clone());
                     parts.push(format!(
                         "{family}: main has {} default routes; the lowest metric wins ({})",

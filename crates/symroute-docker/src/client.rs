@@ -13,10 +13,8 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 use crate::engine_api::{Connector, EngineApi, EngineVersion};
+use crate::host::{self, EngineHost, HostSource, PODMAN_SOCKET};
 use crate::model::{ContainerInfo, InspectError};
-
-/// Default Engine API socket.
-pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
 /// Seconds before an API call gives up.
 const API_TIMEOUT: u64 = 30;
@@ -25,8 +23,8 @@ const API_TIMEOUT: u64 = 30;
 pub enum DockerError {
     #[error("Docker socket {path}: {message}")]
     Connect { path: String, message: String },
-    #[error("Docker host {0:?}: only unix sockets are supported (unix:///path or a path)")]
-    Unsupported(String),
+    #[error("Docker host {host:?}: {why}")]
+    Unsupported { host: String, why: String },
     #[error("no such container: {0}")]
     NoSuchContainer(String),
     #[error("no such network: {0}")]
@@ -60,13 +58,20 @@ pub struct Event {
     pub kind: EventKind,
     /// Container id.
     pub container: String,
-    /// Network id for connect and disconnect.
+    /// For connect and disconnect: the network's id (Docker) or name
+    /// (Podman 5; none from Podman 4.3).
     pub network: Option<String>,
     /// The engine's timestamp, nanoseconds since the epoch.
     pub time_nano: i64,
 }
 
 /// Turn an Engine API event into one symroute acts on (None for the rest).
+///
+/// Both engines' shapes are read. Docker: a network event's `Actor.ID` is
+/// the network id and `Attributes.container` the container. Podman: its
+/// `Actor.ID` is the container, `Attributes.network` the network's name
+/// (5.x; 4.3 does not name it), and a deleted container is `remove`, not
+/// `destroy`.
 pub fn event_from(m: &EventMessage) -> Option<Event> {
     let action = m.action.as_deref()?;
     let actor = m.actor.as_ref()?;
@@ -74,17 +79,26 @@ pub fn event_from(m: &EventMessage) -> Option<Event> {
         .time_nano
         .or_else(|| m.time.map(|t| t.saturating_mul(1_000_000_000)))
         .unwrap_or(0);
+    let attr = |k: &str| {
+        actor
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    let id = actor.id.clone().filter(|i| !i.is_empty());
     match m.typ {
         Some(EventMessageTypeEnum::CONTAINER) => {
             let kind = match action {
                 "start" => EventKind::Start,
                 "die" => EventKind::Die,
-                "destroy" => EventKind::Destroy,
+                "destroy" | "remove" => EventKind::Destroy,
                 _ => return None,
             };
             Some(Event {
                 kind,
-                container: actor.id.clone()?,
+                container: id?,
                 network: None,
                 time_nano,
             })
@@ -95,11 +109,19 @@ pub fn event_from(m: &EventMessage) -> Option<Event> {
                 "disconnect" => EventKind::Disconnect,
                 _ => return None,
             };
-            let container = actor.attributes.as_ref()?.get("container")?.clone();
+            let (container, network) = match attr("container") {
+                // Docker
+                Some(c) => (c, id),
+                // Podman: Actor.ID is the container, whose name is
+                // Attributes.name. A network event naming no container
+                // either way is not understood.
+                None if attr("name").is_some() => (id?, attr("network")),
+                None => return None,
+            };
             Some(Event {
                 kind,
                 container,
-                network: actor.id.clone(),
+                network,
                 time_nano,
             })
         }
@@ -117,29 +139,17 @@ pub struct NetworkInfo {
     pub enable_ipv6: bool,
     pub subnets: Vec<String>,
     pub options: BTreeMap<String, String>,
-}
-
-/// Where the Engine API is: `--docker-host`, else DOCKER_HOST, else the
-/// default socket.
-pub fn socket_path(host: Option<&str>) -> Result<String, DockerError> {
-    let h = host
-        .map(str::to_string)
-        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| DEFAULT_SOCKET.to_string());
-    if let Some(p) = h.strip_prefix("unix://") {
-        Ok(p.to_string())
-    } else if h.starts_with('/') {
-        Ok(h)
-    } else {
-        Err(DockerError::Unsupported(h))
-    }
+    /// The host-side interface as the engine itself names it (Podman's
+    /// libpod `network_interface`), when known.
+    pub engine_interface: Option<String>,
 }
 
 /// A connection to the Engine API.
 #[derive(Clone)]
 pub struct DockerClient {
     docker: Docker,
-    socket: String,
+    host: EngineHost,
+    source: HostSource,
 }
 
 fn api(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError {
@@ -148,31 +158,62 @@ fn api(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Docker
 }
 
 impl DockerClient {
-    /// Connect and negotiate the API version (dockerd 20.10 speaks 1.41).
+    /// Connect to `host` (else DOCKER_HOST, else the default socket:
+    /// Docker's, or Podman's when only that one exists; see [`host`]) and
+    /// negotiate the API version (dockerd 20.10 and Podman 4.3 speak 1.41).
     pub async fn connect(host: Option<&str>) -> Result<DockerClient, DockerError> {
-        let socket = socket_path(host)?;
-        if !Path::new(&socket).exists() {
-            return Err(DockerError::Connect {
-                path: socket,
-                message: "no such socket (is dockerd running?)".into(),
-            });
+        let (host, source) = host::resolve(host)?;
+        let connect_err = |message: String| DockerError::Connect {
+            path: host.to_string(),
+            message,
+        };
+        let docker = match &host {
+            EngineHost::Unix(socket) => {
+                if !Path::new(socket).exists() {
+                    let message = if source == HostSource::DockerDefault {
+                        format!(
+                            "no such socket, nor Podman's {PODMAN_SOCKET} (is dockerd running? for Podman: podman system service, or systemctl start podman.socket)"
+                        )
+                    } else {
+                        "no such socket (is the engine running?)".to_string()
+                    };
+                    return Err(connect_err(message));
+                }
+                Docker::connect_with_unix(socket, API_TIMEOUT, bollard::API_DEFAULT_VERSION)
+            }
+            EngineHost::Tcp(addr) => Docker::connect_with_http(
+                &format!("tcp://{addr}"),
+                API_TIMEOUT,
+                bollard::API_DEFAULT_VERSION,
+            ),
         }
-        let docker = Docker::connect_with_unix(&socket, API_TIMEOUT, bollard::API_DEFAULT_VERSION)
-            .map_err(|e| DockerError::Connect {
-                path: socket.clone(),
-                message: e.to_string(),
-            })?
-            .negotiate_version()
-            .await
-            .map_err(|e| DockerError::Connect {
-                path: socket.clone(),
-                message: e.to_string(),
-            })?;
-        Ok(DockerClient { docker, socket })
+        .map_err(|e| connect_err(e.to_string()))?
+        .negotiate_version()
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+        Ok(DockerClient {
+            docker,
+            host,
+            source,
+        })
     }
 
-    pub fn socket(&self) -> &str {
-        &self.socket
+    /// Where the engine is.
+    pub fn host(&self) -> &EngineHost {
+        &self.host
+    }
+
+    /// How [`DockerClient::host`] was chosen.
+    pub fn source(&self) -> HostSource {
+        self.source
+    }
+
+    /// The socket's path, or `tcp://HOST:PORT`.
+    pub fn socket(&self) -> String {
+        match &self.host {
+            EngineHost::Unix(p) => p.clone(),
+            EngineHost::Tcp(_) => self.host.to_string(),
+        }
     }
 
     /// The negotiated API version, e.g. "1.41".
@@ -226,6 +267,7 @@ impl DockerClient {
                 .filter_map(|c| c.subnet)
                 .collect(),
             options: n.options.unwrap_or_default().into_iter().collect(),
+            engine_interface: None,
         })
     }
 
@@ -236,7 +278,8 @@ impl DockerClient {
         filters.insert("type", vec!["container", "network"]);
         filters.insert(
             "event",
-            vec!["start", "die", "destroy", "connect", "disconnect"],
+            // "remove" is Podman's "destroy".
+            vec!["start", "die", "destroy", "remove", "connect", "disconnect"],
         );
         let opts = EventsOptionsBuilder::new().filters(&filters).build();
         self.docker
@@ -255,7 +298,11 @@ impl DockerClient {
 // trait in scope, like the CLI, use directly).
 impl EngineApi for DockerClient {
     fn endpoint(&self) -> String {
-        self.socket.clone()
+        self.socket()
+    }
+
+    fn endpoint_source(&self) -> &'static str {
+        self.source.as_str()
     }
 
     async fn version(&self) -> Result<EngineVersion, DockerError> {
@@ -286,13 +333,30 @@ impl EngineApi for DockerClient {
         DockerClient::network(self, id).await
     }
 
+    async fn podman_interface(
+        &self,
+        network: &str,
+        engine: &EngineVersion,
+    ) -> Result<Option<String>, DockerError> {
+        if !engine.is_podman() {
+            return Ok(None);
+        }
+        crate::libpod::network_interface(&self.host, &engine.version, network)
+            .await
+            .map_err(|message| DockerError::Engine {
+                what: format!("libpod network inspect {network}"),
+                message,
+            })
+    }
+
     fn events(&self) -> BoxStream<'static, Result<Event, DockerError>> {
         DockerClient::events(self)
     }
 }
 
 /// Connects a [`DockerClient`] to `--docker-host`, else DOCKER_HOST, else
-/// the default socket: the daemon's real [`Connector`].
+/// the default socket (Docker's, else Podman's): the daemon's real
+/// [`Connector`]. The default is looked for again on every reconnect.
 #[derive(Debug, Clone, Default)]
 pub struct DockerConnector {
     pub host: Option<String>,

@@ -1,7 +1,10 @@
-//! Docker-aware diagnosis: a container's networks, why its default route is
-//! where it is, where its published ports lead, the reply path of each
-//! address (the core diagnosis), and the host's reverse-path filter on the
-//! interfaces those networks cross.
+//! Engine-aware diagnosis: a container's networks, why its default route is
+//! where it is (Docker: libnetwork's order; Podman: netavark's default route
+//! per network, equal metrics leaving the choice to ARP state), where its
+//! published ports lead, the reply path of each address (the core
+//! diagnosis, with replies that land on equal-metric defaults marked as
+//! depending on ARP state), and the host's reverse-path filter on the
+//! interfaces those networks cross (Podman: the interfaces netavark names).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -11,11 +14,13 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::client::{DockerError, NetworkInfo};
-use crate::engine_api::EngineApi;
-use crate::explain::{Explanation, explain, host_interface};
+use crate::engine_api::{EngineApi, EngineVersion};
+use crate::equal_defaults::{EqualDefaults, arp_dependent, equal_defaults};
+use crate::explain::{DefaultChoice, Explanation, explain, host_interface};
 use crate::model::{ContainerInfo, NetworkMode};
 use symroute_core::diagnose::{Diagnosis, diagnose};
 use symroute_core::kernel::Kernel;
+use symroute_core::model::{Family, RT_TABLE_MAIN, Snapshot};
 use symroute_core::report;
 use symroute_linux::kernel::NetlinkKernel;
 use symroute_linux::netns::Netns;
@@ -51,6 +56,8 @@ pub struct PortRow {
 pub struct ContainerDiagnosis {
     pub id: String,
     pub name: String,
+    /// The engine that answered (`/version`), when it said.
+    pub engine: Option<EngineVersion>,
     pub networks: Vec<NetworkRow>,
     pub default_route: Explanation,
     pub ports: Vec<PortRow>,
@@ -58,6 +65,12 @@ pub struct ContainerDiagnosis {
     pub replies: Option<Diagnosis>,
     /// Why there is no reply diagnosis (host network, not running, ...).
     pub note: Option<String>,
+    /// Main's equal-metric default routes (Podman/netavark gives every
+    /// network with a gateway one).
+    pub equal_defaults: Vec<EqualDefaults>,
+    /// Addresses whose reply path depends on ARP state (it lands on equal
+    /// defaults): what the kernel does now is no promise.
+    pub arp_dependent: Vec<IpAddr>,
     pub symmetric: bool,
 }
 
@@ -81,6 +94,8 @@ pub async fn diagnose_container(
     name_or_id: &str,
 ) -> Result<ContainerDiagnosis, DockerError> {
     let info = client.inspect(name_or_id).await?;
+    let engine = client.version().await.ok();
+    let podman = engine.as_ref().is_some_and(EngineVersion::is_podman);
     let mut nets: BTreeMap<String, NetworkInfo> = BTreeMap::new();
     for a in &info.attachments {
         let key = if a.network_id.is_empty() {
@@ -88,30 +103,153 @@ pub async fn diagnose_container(
         } else {
             a.network_id.clone()
         };
-        match client.network(&key).await {
-            Ok(n) => {
-                nets.insert(key, n);
+        // Podman 4.3 gives the network's name as its NetworkID; whichever it
+        // is, the name is tried when the id is not known.
+        let mut found = None;
+        for k in [&key, &a.network] {
+            match client.network(k).await {
+                Ok(n) => {
+                    found = Some(n);
+                    break;
+                }
+                Err(DockerError::NoSuchNetwork(_)) => {}
+                Err(e) => return Err(e),
             }
-            Err(DockerError::NoSuchNetwork(_)) => {}
-            Err(e) => return Err(e),
+        }
+        if let (Some(n), Some(engine)) = (found.as_mut(), engine.as_ref().filter(|_| podman)) {
+            // Best effort: without it the host side is shown as unknown.
+            n.engine_interface = client
+                .podman_interface(&n.name, engine)
+                .await
+                .ok()
+                .flatten();
+        }
+        if let Some(n) = found {
+            nets.insert(key, n);
         }
     }
-    Ok(diagnose_with(&info, &nets, |path| {
+    Ok(diagnose_with(&info, &nets, engine.as_ref(), |path| {
         let netns = Netns::open(path).map_err(|e| e.to_string())?;
         let sock = netns.socket().map_err(|e| e.to_string())?;
         Ok(NetlinkKernel::new(sock))
     }))
 }
 
-/// The diagnosis from what Docker said, opening the namespace with `open`.
+/// Podman/netavark: every network with a gateway has its own default route
+/// in main; say what the container's main table really holds.
+fn explain_podman(
+    info: &ContainerInfo,
+    snap: Option<&Snapshot>,
+    links: &BTreeMap<String, String>,
+    groups: &[EqualDefaults],
+) -> Explanation {
+    let network_of = |ifname: &str| {
+        info.attachments
+            .iter()
+            .find(|a| {
+                a.mac
+                    .as_ref()
+                    .and_then(|m| links.get(m))
+                    .map(String::as_str)
+                    == Some(ifname)
+            })
+            .map(|a| a.network.clone())
+            .unwrap_or_else(|| ifname.to_string())
+    };
+    let mut choices = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        let with_gw: Vec<&str> = info
+            .attachments
+            .iter()
+            .filter(|a| match family {
+                Family::V4 => a.gateway4.is_some(),
+                Family::V6 => a.gateway6.is_some(),
+            })
+            .map(|a| a.network.as_str())
+            .collect();
+        if with_gw.is_empty() {
+            continue;
+        }
+        let choice = if let Some(g) = groups.iter().find(|g| g.family == family) {
+            let names: Vec<String> = g.via.iter().map(|(i, _)| network_of(i)).collect();
+            DefaultChoice {
+                family,
+                network: names.join(", "),
+                reason: format!(
+                    "netavark gives every network with a gateway its own default route, all of equal metric {} here: the kernel uses the first whose gateway's neighbour (ARP) entry is not known to be dead, so the way out depends on ARP state",
+                    g.metric
+                ),
+            }
+        } else if let Some(r) = snap.and_then(|s| {
+            s.routes
+                .iter()
+                .filter(|r| {
+                    r.table == RT_TABLE_MAIN
+                        && r.is_default()
+                        && r.kind.is_unicast()
+                        && r.family() == family
+                })
+                .min_by_key(|r| r.metric)
+                .map(|r| (s.link(r.oif).map(|l| l.name.clone()), r.metric))
+        }) {
+            let ifname = r.0.unwrap_or_default();
+            DefaultChoice {
+                family,
+                network: network_of(&ifname),
+                reason: if with_gw.len() > 1 {
+                    format!(
+                        "its default route has the lowest metric ({}) in main (netavark gives each network with a gateway one, metric 100 unless the network's `metric` option says otherwise)",
+                        r.1
+                    )
+                } else {
+                    format!("it is the only network with an {family} gateway")
+                },
+            }
+        } else {
+            DefaultChoice {
+                family,
+                network: with_gw.join(", "),
+                reason: "netavark gives every network with a gateway its own default route (metric 100 unless set): equal metrics leave the choice to ARP state".to_string(),
+            }
+        };
+        choices.push(choice);
+    }
+    Explanation {
+        order: info.attachments.iter().map(|a| a.network.clone()).collect(),
+        choices,
+    }
+}
+
+/// Core's default-route sentence with every family that has equal-metric
+/// defaults told as it is.
+fn truthful_reason(core: &str, groups: &[EqualDefaults]) -> String {
+    if groups.is_empty() {
+        return core.to_string();
+    }
+    core.split("; ")
+        .map(|part| {
+            groups
+                .iter()
+                .find(|g| part.starts_with(&format!("{}:", g.family)))
+                .map(EqualDefaults::text)
+                .unwrap_or_else(|| part.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The diagnosis from what the engine said (`engine`: which one, when
+/// known), opening the namespace with `open`.
 pub fn diagnose_with<K: Kernel>(
     info: &ContainerInfo,
     nets: &BTreeMap<String, NetworkInfo>,
+    engine: Option<&EngineVersion>,
     open: impl FnOnce(&str) -> Result<K, String>,
 ) -> ContainerDiagnosis {
-    let explanation = explain(&info.attachments, nets);
+    let podman = engine.is_some_and(EngineVersion::is_podman);
     let mut note = None;
     let mut replies = None;
+    let mut snapshot = None;
     let mut links: BTreeMap<String, String> = BTreeMap::new();
     match (&info.mode, info.netns_path()) {
         (NetworkMode::Host, _) => {
@@ -131,11 +269,12 @@ pub fn diagnose_with<K: Kernel>(
                                 links.insert(m.clone(), l.name.clone());
                             }
                         }
+                        snapshot = Some(snap);
                     }
                     let fix = format!("symroute apply --container {}", info.label());
                     match diagnose(&mut k, &fix) {
                         Ok(mut d) => {
-                            // Docker knows the gateways: the fix needs no hints.
+                            // The engine knows the gateways: the fix needs no hints.
                             d.fix = d.fix.map(|_| fix.clone());
                             replies = Some(d);
                         }
@@ -146,12 +285,26 @@ pub fn diagnose_with<K: Kernel>(
             }
         }
     }
+    let groups = snapshot.as_ref().map(equal_defaults).unwrap_or_default();
+    let mut arp = Vec::new();
+    if let Some(d) = replies.as_mut() {
+        arp = arp_dependent(d, &groups);
+        d.default_route_reason = truthful_reason(&d.default_route_reason, &groups);
+        if !arp.is_empty() {
+            d.fix = Some(format!("symroute apply --container {}", info.label()));
+        }
+    }
+    let explanation = if podman {
+        explain_podman(info, snapshot.as_ref(), &links, &groups)
+    } else {
+        explain(&info.attachments, nets)
+    };
     let networks = info
         .attachments
         .iter()
         .map(|a| {
             let n = nets.get(&a.network_id).or_else(|| nets.get(&a.network));
-            let host_if = n.and_then(host_interface);
+            let host_if = n.and_then(|n| host_interface(n, podman));
             NetworkRow {
                 network: a.network.clone(),
                 driver: n.map(|n| n.driver.clone()).unwrap_or_default(),
@@ -200,15 +353,18 @@ pub fn diagnose_with<K: Kernel>(
             }
         })
         .collect();
-    let symmetric = replies.as_ref().is_none_or(|d| d.symmetric);
+    let symmetric = replies.as_ref().is_none_or(|d| d.symmetric) && arp.is_empty();
     ContainerDiagnosis {
         id: info.id.clone(),
         name: info.label(),
+        engine: engine.cloned(),
         networks,
         default_route: explanation,
         ports,
         replies,
         note,
+        equal_defaults: groups,
+        arp_dependent: arp,
         symmetric,
     }
 }
@@ -228,6 +384,13 @@ pub fn text(d: &ContainerDiagnosis) -> String {
         d.name,
         d.id.chars().take(12).collect::<String>()
     );
+    if let Some(e) = &d.engine {
+        let _ = writeln!(
+            out,
+            "  engine: {} {} (API {})",
+            e.name, e.version, e.api_version
+        );
+    }
     let mut rows = vec![vec![
         "NETWORK".to_string(),
         "DRIVER".into(),
@@ -299,8 +462,58 @@ pub fn text(d: &ContainerDiagnosis) -> String {
         let _ = writeln!(out, "  note: {n}");
     }
     if let Some(r) = &d.replies {
-        for line in report::diagnose_text(r).lines() {
+        for line in replies_text(d, r).lines() {
             let _ = writeln!(out, "  {line}");
+        }
+    }
+    out
+}
+
+/// Core's reply table and verdict, with the addresses that land on
+/// equal-metric defaults marked as depending on ARP state (what the kernel
+/// picks right now is no promise either way).
+fn replies_text(d: &ContainerDiagnosis, r: &Diagnosis) -> String {
+    let core = report::diagnose_text(r);
+    if d.arp_dependent.is_empty() {
+        return core;
+    }
+    let mut out = String::new();
+    let mut fix_done = false;
+    for line in core.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let dependent = words
+            .get(1)
+            .and_then(|w| w.parse::<IpAddr>().ok())
+            .is_some_and(|a| d.arp_dependent.contains(&a));
+        if dependent {
+            let last = words.last().copied().unwrap_or("");
+            let cut = line.len() - last.len();
+            let _ = writeln!(out, "{}depends on ARP state (now {last})", &line[..cut]);
+        } else if line.starts_with("verdict:") {
+            let total = r.addresses.len();
+            let n = d.arp_dependent.len();
+            let certain = r
+                .addresses
+                .iter()
+                .filter(|a| {
+                    !d.arp_dependent.contains(&a.address)
+                        && a.verdict != symroute_core::diagnose::Verdict::Symmetric
+                })
+                .count();
+            let mut parts = vec![format!(
+                "{n} of {total} address(es) reply through whichever equal-metric default the kernel prefers by ARP state: symmetric only while it happens to be their own interface's, a failure that comes and goes"
+            )];
+            if certain > 0 {
+                parts.push(format!(
+                    "{certain} of {total} reply through another interface (or have no way) whatever ARP says"
+                ));
+            }
+            let _ = writeln!(out, "verdict: DEPENDS ON ARP STATE: {}", parts.join("; "));
+            let _ = writeln!(out, "fix: symroute apply --container {}", d.name);
+            fix_done = true;
+        } else if line.starts_with("fix:") && fix_done {
+        } else {
+            let _ = writeln!(out, "{line}");
         }
     }
     out

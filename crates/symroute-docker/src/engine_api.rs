@@ -46,6 +46,12 @@ pub trait EngineApi: Clone + Send + Sync + 'static {
     /// Where the engine is, for logs ("/var/run/docker.sock").
     fn endpoint(&self) -> String;
 
+    /// How the endpoint was chosen, for the log ("--docker-host",
+    /// "DOCKER_HOST", "default", ...).
+    fn endpoint_source(&self) -> &'static str {
+        "given"
+    }
+
     /// Which engine it is and the API version in use.
     fn version(&self) -> impl Future<Output = Result<EngineVersion, DockerError>> + Send;
 
@@ -59,6 +65,19 @@ pub trait EngineApi: Clone + Send + Sync + 'static {
     /// Inspect a network by name or id; [`DockerError::NoSuchNetwork`] when
     /// unknown.
     fn network(&self, id: &str) -> impl Future<Output = Result<NetworkInfo, DockerError>> + Send;
+
+    /// Podman only: the host-side interface netavark uses for the network
+    /// named `network` (libpod's `network_interface`: a bridge such as
+    /// `podman1`, or a macvlan's parent). `None` when unknown, and from
+    /// engines that are not Podman.
+    fn podman_interface(
+        &self,
+        network: &str,
+        engine: &EngineVersion,
+    ) -> impl Future<Output = Result<Option<String>, DockerError>> + Send {
+        let _ = (network, engine);
+        async { Ok(None) }
+    }
 
     /// Container and network events from now on: start, die, destroy,
     /// connect, disconnect. The stream ends (or yields an error) when the

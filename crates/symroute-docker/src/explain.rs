@@ -119,9 +119,17 @@ pub fn explain(attachments: &[Attachment], nets: &BTreeMap<String, NetworkInfo>)
     }
 }
 
-/// The interface a Docker network's traffic crosses on the host: its bridge,
-/// or a macvlan/ipvlan parent.
-pub fn host_interface(n: &NetworkInfo) -> Option<String> {
+/// The interface a network's traffic crosses on the host: the one the
+/// engine names ([`NetworkInfo::engine_interface`], Podman), else Docker's
+/// bridge or macvlan/ipvlan parent. `podman`: never guess Docker's names
+/// (`br-<id>`, `docker0`) for a Podman network.
+pub fn host_interface(n: &NetworkInfo, podman: bool) -> Option<String> {
+    if let Some(i) = &n.engine_interface {
+        return Some(i.clone());
+    }
+    if podman {
+        return n.options.get("parent").cloned();
+    }
     match n.driver.as_str() {
         "bridge" => Some(
             n.options
@@ -168,6 +176,7 @@ mod tests {
                 enable_ipv6: false,
                 subnets: vec![],
                 options: Default::default(),
+                engine_interface: None,
             },
         )
     }
@@ -245,14 +254,20 @@ mod tests {
     fn host_interfaces() {
         let (_, mut n) = net("front", false);
         n.id = "0123456789abcdef".into();
-        assert_eq!(host_interface(&n).as_deref(), Some("br-0123456789ab"));
+        assert_eq!(
+            host_interface(&n, false).as_deref(),
+            Some("br-0123456789ab")
+        );
+        assert_eq!(host_interface(&n, true), None, "no br-<id> on Podman");
         n.name = "bridge".into();
-        assert_eq!(host_interface(&n).as_deref(), Some("docker0"));
+        assert_eq!(host_interface(&n, false).as_deref(), Some("docker0"));
         n.options
             .insert("com.docker.network.bridge.name".into(), "brx".into());
-        assert_eq!(host_interface(&n).as_deref(), Some("brx"));
+        assert_eq!(host_interface(&n, false).as_deref(), Some("brx"));
         n.driver = "macvlan".into();
         n.options.insert("parent".into(), "eth9".into());
-        assert_eq!(host_interface(&n).as_deref(), Some("eth9"));
+        assert_eq!(host_interface(&n, false).as_deref(), Some("eth9"));
+        n.engine_interface = Some("podman1".into());
+        assert_eq!(host_interface(&n, true).as_deref(), Some("podman1"));
     }
 }

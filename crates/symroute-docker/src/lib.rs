@@ -3,7 +3,7 @@
 //! symroute ([`model`]), the pure decisions made from it, engine-aware
 //! diagnosis ([`diagnose`]) and the daemon ([`daemon`]).
 //!
-//! `model`, `diagnose` and `daemon` are public modules because callers
+//! `model`, `diagnose`, `host` and `daemon` are public modules because callers
 //! reach them by path (`symroute_docker::daemon::run`); everything else is
 //! re-exported here.
 
@@ -11,13 +11,16 @@ mod client;
 pub mod daemon;
 pub mod diagnose;
 mod engine_api;
+pub mod equal_defaults;
 mod explain;
+pub mod host;
+mod libpod;
 pub mod model;
 
 pub use client::{
-    DEFAULT_SOCKET, DockerClient, DockerConnector, DockerError, Event, EventKind, NetworkInfo,
-    event_from, socket_path,
+    DockerClient, DockerConnector, DockerError, Event, EventKind, NetworkInfo, event_from,
 };
 pub use engine_api::{Connector, EngineApi, EngineVersion};
 pub use explain::{DefaultChoice, Explanation};
+pub use host::{DEFAULT_SOCKET, EngineHost, HostSource, PODMAN_SOCKET};
 pub use model::{ContainerInfo, Decision, decide, plan_request};

@@ -306,11 +306,10 @@ pub fn plan_request(c: &ContainerInfo, snap: &Snapshot) -> (PlanRequest, Vec<Str
             continue;
         };
         for gw in [a.gateway4, a.gateway6].into_iter().flatten() {
-            // Only a gateway the interface can reach; Docker reports the
-            // network's gateway even for an address it did not assign.
-            let reachable = link.global_addrs().any(|x| x.net.trunc().contains(&gw))
-                || symroute_core::model::is_link_local_v6(&gw);
-            if reachable {
+            // Only a gateway the interface can reach (the core's one on-link
+            // rule); Docker reports the network's gateway even for an
+            // address it did not assign.
+            if symroute_core::request::on_link(link, &gw) {
                 gateways.push(GatewayHint {
                     ifname: link.name.clone(),
                     gateway: gw,

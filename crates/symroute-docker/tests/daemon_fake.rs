@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -48,6 +48,10 @@ struct EngineState {
     /// Refuse connections (the engine is down).
     down: bool,
     connects: usize,
+    /// Calls of `running` (one per resync).
+    lists: usize,
+    /// How long each inspect takes (virtual time).
+    inspect_delay: Duration,
     /// When each container was inspected.
     inspected: Vec<(String, Instant)>,
 }
@@ -92,8 +96,12 @@ impl FakeEngine {
         self.state().down = false;
     }
 
-    fn subscribed(&self) -> bool {
-        self.state().events.is_some()
+    /// Subscribed to events, and the resync that follows has asked for the
+    /// list of running containers (it runs beside the event path: a
+    /// container put in the engine after this is not in its list).
+    fn ready(&self) -> bool {
+        let st = self.state();
+        st.events.is_some() && st.lists > 0
     }
 
     fn inspections(&self, id: &str) -> Vec<Instant> {
@@ -127,10 +135,11 @@ impl EngineApi for FakeEngine {
     }
 
     async fn running(&self) -> Result<Vec<String>, DockerError> {
-        let st = self.state();
+        let mut st = self.state();
         if st.down {
             return Err(refused("list containers"));
         }
+        st.lists += 1;
         Ok(st
             .containers
             .values()
@@ -140,6 +149,10 @@ impl EngineApi for FakeEngine {
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerInfo, DockerError> {
+        let delay = self.state().inspect_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut st = self.state();
         if st.down {
             return Err(refused("inspect"));
@@ -195,6 +208,8 @@ struct FakeNs {
     locked: Arc<AtomicBool>,
     /// Times the lock was taken.
     locks: Arc<AtomicUsize>,
+    /// [`LOCK_SEQ`] when the lock was first taken (0: never).
+    first_lock: Arc<AtomicU64>,
     /// Kernel changes made without the lock (must stay 0).
     unlocked_changes: Arc<AtomicUsize>,
     /// The next this-many changes fail with EPERM.
@@ -207,6 +222,10 @@ struct FakeNs {
     notify: Arc<Mutex<Option<Notifier>>>,
 }
 
+/// Every namespace lock taken in this process, in order: tells which
+/// container was applied first.
+static LOCK_SEQ: AtomicU64 = AtomicU64::new(0);
+
 /// The container id a handle reports for, and where.
 type Notifier = (String, mpsc::Sender<String>);
 
@@ -217,6 +236,7 @@ impl FakeNs {
             kernel: Arc::new(Mutex::new(kernel)),
             locked: Arc::default(),
             locks: Arc::default(),
+            first_lock: Arc::default(),
             unlocked_changes: Arc::default(),
             fail_changes: Arc::default(),
             busy: Arc::default(),
@@ -362,6 +382,11 @@ impl NsHandle for FakeHandle {
             .into());
         }
         self.ns.locks.fetch_add(1, Ordering::SeqCst);
+        let seq = LOCK_SEQ.fetch_add(1, Ordering::SeqCst) + 1;
+        let _ = self
+            .ns
+            .first_lock
+            .compare_exchange(0, seq, Ordering::SeqCst, Ordering::SeqCst);
         self.ns.locked.store(true, Ordering::SeqCst);
         let out = f(&mut self.kernel);
         self.ns.locked.store(false, Ordering::SeqCst);
@@ -571,7 +596,7 @@ async fn start_event_converges_the_container_under_the_lock() {
     );
     let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
-        until("subscribed", || engine.subscribed()).await;
+        until("subscribed and listed", || engine.ready()).await;
         assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
         engine.put(info.clone());
         engine.emit(EventKind::Start, "web1");
@@ -693,7 +718,7 @@ async fn a_connect_of_an_unmanaged_container_waits_for_its_start() {
     spaces.add("/proc/101/ns/net", &ns);
     let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
-        until("subscribed", || engine.subscribed()).await;
+        until("subscribed and listed", || engine.ready()).await;
         engine.put(web("web1", 101));
         engine.emit(EventKind::Connect, "web1");
         idle(Duration::from_secs(1)).await;
@@ -823,7 +848,7 @@ async fn a_failing_apply_is_retried_with_backoff_per_container() {
     bad.fail_changes.store(3, Ordering::SeqCst);
     let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
-        until("subscribed", || engine.subscribed()).await;
+        until("subscribed and listed", || engine.ready()).await;
         engine.put(info);
         engine.put(web("good", 102));
         engine.emit(EventKind::Start, "bad");
@@ -1063,7 +1088,7 @@ async fn periodic_resync_picks_up_a_container_whose_start_was_missed() {
     opts.resync_interval = Duration::from_secs(5);
     let m = Arc::new(Metrics::default());
     with_daemon(opts, &engine, &spaces, &m, async {
-        until("subscribed", || engine.subscribed()).await;
+        until("subscribed and listed", || engine.ready()).await;
         let t = Instant::now();
         engine.put(web("web1", 101));
         until("converged by the resync", || !ns.tagged().0.is_empty()).await;
@@ -1072,6 +1097,89 @@ async fn periodic_resync_picks_up_a_container_whose_start_was_missed() {
             took <= Duration::from_secs(5) + Duration::from_millis(10),
             "within one interval: {took:?}"
         );
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_during_a_resync_of_200_containers_is_handled_before_the_resync_ends() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    // 200 running containers, each inspect taking 1 ms: a resync of 200 ms.
+    engine.state().inspect_delay = Duration::from_millis(1);
+    let mut old = Vec::new();
+    for i in 0..200u32 {
+        let ns = FakeNs::new(u64::from(i) + 1, kernel_with(vec![lan_link(), app_link()]));
+        spaces.add(&format!("/proc/{}/ns/net", 1000 + i), &ns);
+        engine.put(web(&format!("old{i:03}"), 1000 + i));
+        old.push(ns);
+    }
+    let fresh = FakeNs::new(999, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/999/ns/net", &fresh);
+    let m = Arc::new(Metrics::default());
+    let first = |ns: &FakeNs| ns.first_lock.load(Ordering::SeqCst);
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("the resync is a quarter through", || {
+            old.iter().filter(|n| first(n) > 0).count() >= 50
+        })
+        .await;
+        engine.put(web("fresh", 999));
+        engine.emit(EventKind::Start, "fresh");
+        until("fresh converged", || first(&fresh) > 0).await;
+        until("every container converged", || {
+            old.iter().all(|n| first(n) > 0)
+        })
+        .await;
+        assert_eq!(metric(&m, "symroute_containers_managed"), 201.0);
+    })
+    .await;
+    let fresh_at = first(&fresh);
+    let after = old.iter().filter(|n| first(n) > fresh_at).count();
+    assert!(
+        after >= 100,
+        "the start went before the rest of the resync: {after} of 200 resynced containers were applied after it"
+    );
+    assert_eq!(
+        engine.inspections("fresh").len(),
+        1,
+        "the resync's list was taken before the start: fresh is not resynced"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_deleted_by_hand_is_put_back_on_its_notification() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &ns);
+    let info = web("web1", 101);
+    let want = expected(&info, &ns.kernel());
+    engine.put(info);
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("converged", || ns.tagged() == want).await;
+        let locks = ns.locks.load(Ordering::SeqCst);
+        // ip rule del from 192.0.2.50 (symroute's).
+        let p = Settings::default().protocol.get();
+        let gone = net("192.0.2.50/32");
+        ns.kernel()
+            .state
+            .rules
+            .retain(|r| !(r.protocol == p && r.src == Some(gone)));
+        assert_ne!(ns.tagged(), want, "the rule is gone");
+        // The namespace's watch socket hears RTM_DELRULE.
+        ns.notify().await;
+        until("the rule is back", || ns.tagged() == want).await;
+        assert!(
+            ns.locks.load(Ordering::SeqCst) > locks,
+            "repaired under the lock"
+        );
+        assert_eq!(
+            engine.inspections("web1").len(),
+            1,
+            "repaired from the cache, no engine call"
+        );
+        assert_eq!(metric(&m, "symroute_errors_total"), 0.0);
     })
     .await;
 }

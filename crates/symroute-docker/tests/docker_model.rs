@@ -3,8 +3,9 @@
 
 use bollard::models::{ContainerInspectResponse, EventMessage};
 use symroute_core::model::{IfAddr, Link, Snapshot};
+use symroute_docker::host::{self, EngineHost};
 use symroute_docker::model::{ContainerInfo, Decision, NetworkMode, decide, plan_request};
-use symroute_docker::{EventKind, event_from, socket_path};
+use symroute_docker::{EventKind, event_from};
 
 /// An inspect answer as dockerd 20.10 sends it (trimmed), for a container on
 /// two bridge networks with a published port.
@@ -222,11 +223,15 @@ fn events_symroute_acts_on() {
 
 #[test]
 fn docker_host_forms() {
+    let host = |h: &str| host::resolve(Some(h)).map(|r| r.0);
     assert_eq!(
-        socket_path(Some("unix:///run/d.sock")).unwrap(),
-        "/run/d.sock"
+        host("unix:///run/d.sock").unwrap(),
+        EngineHost::Unix("/run/d.sock".into())
     );
-    assert_eq!(socket_path(Some("/run/d.sock")).unwrap(), "/run/d.sock");
-    let e = socket_path(Some("tcp://10.0.0.1:2375")).expect_err("tcp is refused");
-    assert!(e.to_string().contains("only unix sockets"), "{e}");
+    assert_eq!(
+        host("/run/d.sock").unwrap(),
+        EngineHost::Unix("/run/d.sock".into())
+    );
+    let e = host("ssh://me@engine").expect_err("ssh is refused");
+    assert!(e.to_string().contains("ssh:// is not supported"), "{e}");
 }

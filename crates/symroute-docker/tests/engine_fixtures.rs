@@ -8,15 +8,14 @@
 //!
 //! The facts checked: gateways matched to interfaces by MAC whatever the ethN order,
 //! Docker 28's `GwPriority` (also in its API 1.41 answer), Podman 4.3's
-//! network-name `NetworkID`, and the shape of each engine's events. Tests marked
-//! `#[ignore]` state the correct behaviour that the current API does not have yet.
+//! network-name `NetworkID`, and the shape of each engine's events.
 
 use std::net::IpAddr;
 
 use bollard::models::{ContainerInspectResponse, EventMessage, Network, SystemVersion};
 use symroute_core::model::{IfAddr, Link, Snapshot};
-use symroute_docker::{Event, EventKind, event_from};
 use symroute_docker::model::{Attachment, ContainerInfo, NetworkMode, plan_request};
+use symroute_docker::{Event, EventKind, event_from};
 
 const LAN_GATEWAY: &str = "192.0.2.1";
 const APP_GATEWAY: &str = "203.0.113.1";
@@ -453,10 +452,6 @@ fn podman_network_events_actor_is_the_container() {
 }
 
 #[test]
-#[ignore = "client::event_from drops Podman's network events: it takes the container from \
-            Actor.Attributes.container, which Podman never sends (its Actor.ID is the container, \
-            Attributes.network the network's name on 5.x and nothing on 4.3), so connect and \
-            disconnect on Podman re-plan nothing until the next resync"]
 fn podman_network_events_become_connect_and_disconnect_of_the_container() {
     for (dir, network) in [("podman-4.3", None), ("podman-5.8", Some("zlan"))] {
         let all = parsed(&format!("{dir}/events.json"));
@@ -479,9 +474,6 @@ fn podman_network_events_become_connect_and_disconnect_of_the_container() {
 }
 
 #[test]
-#[ignore = "client::event_from knows Docker's container `destroy` only; Podman sends `remove` \
-            (Type container, Actor.ID the container) when a container is deleted, so the daemon \
-            never learns of the removal from the event"]
 fn podman_remove_event_is_a_destroy() {
     for dir in ["podman-4.3", "podman-5.8"] {
         let all = parsed(&format!("{dir}/events.json"));

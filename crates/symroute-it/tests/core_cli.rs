@@ -93,18 +93,12 @@ fn bad_gateways_exit_2_with_a_clear_message_and_change_nothing() {
             "eth9=172.18.0.1",
             "no interface eth9 in this namespace (--gateway eth9=172.18.0.1)",
         ),
-        (
-            "eth1=2001:db8:18::1",
-            "eth1 has no global IPv6 address",
-        ),
+        ("eth1=2001:db8:18::1", "eth1 has no global IPv6 address"),
         (
             "eth1=10.9.9.9",
             "10.9.9.9 is outside eth1's prefixes (172.18.0.0/16)",
         ),
-        (
-            "eth1=172.18.0.2",
-            "172.18.0.2 is eth1's own address",
-        ),
+        ("eth1=172.18.0.2", "172.18.0.2 is eth1's own address"),
     ];
     for (gw, expect) in cases {
         for cmd in [

@@ -687,6 +687,60 @@ fn daemon_started_after_the_containers_fixes_them_by_resync() {
     d.assert_no_problems(&[]);
 }
 
+#[test]
+fn a_rule_or_route_deleted_by_hand_in_a_managed_container_comes_back() {
+    require_root();
+    let lab = RoutedLab::build();
+    let docker = &lab.docker;
+    // No periodic resync within the test: only the namespace's rule and
+    // route notifications can bring them back.
+    let d = Daemon::start(docker, &["--resync-interval", "1h"]);
+    d.wait_connected();
+    let id = lab.run_web();
+    wait_converged(docker, routed::WEB);
+    let path = netns_of(docker, &id);
+    let want = tagged(&path);
+    let (rules, routes) = want.clone();
+    assert_eq!(rules.len(), 2, "a rule per network: {rules:#?}");
+    let changed = d.metric("symroute_reconciles_total{outcome=\"changed\"}");
+    let by_hand = |op: symroute_core::diff::Op| {
+        let netns = Netns::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut k = NetlinkKernel::new(netns.socket().unwrap_or_else(|e| panic!("{e}")));
+        k.execute(&op)
+            .unwrap_or_else(|e| panic!("delete by hand {op:?}: {e}"));
+    };
+    // `ip rule del` of symroute's rule for the front-tier address.
+    let front = host(IpAddr::V4(routed::WEB_FRONT));
+    let rule = rules
+        .iter()
+        .find(|r| r.src == Some(front))
+        .unwrap_or_else(|| panic!("no rule from {front}: {rules:#?}"))
+        .clone();
+    // (Not read back: the daemon may have put it back already.)
+    by_hand(symroute_core::diff::Op::DelRule(rule));
+    let took = wait_for(CONVERGE, "the deleted rule back", || {
+        try_tagged(&path).is_ok_and(|t| t == want)
+    });
+    eprintln!("rule restored {took:?} after its deletion (polled every {POLL:?})");
+    // `ip route del` of a default route in one of symroute's tables.
+    let route = routes
+        .iter()
+        .find(|r| r.dst.prefix_len() == 0)
+        .unwrap_or_else(|| panic!("no default route in symroute's tables: {routes:#?}"))
+        .clone();
+    by_hand(symroute_core::diff::Op::DelRoute(route));
+    let took = wait_for(CONVERGE, "the deleted route back", || {
+        try_tagged(&path).is_ok_and(|t| t == want)
+    });
+    eprintln!("route restored {took:?} after its deletion (polled every {POLL:?})");
+    assert!(
+        d.metric("symroute_reconciles_total{outcome=\"changed\"}") >= changed + 2.0,
+        "two repairs: the deletions happened and were undone"
+    );
+    assert_eq!(d.metric("symroute_errors_total"), 0.0);
+    d.assert_no_problems(&[]);
+}
+
 // ---------------------------------------------------------------------------
 // Lifecycle events
 // ---------------------------------------------------------------------------

@@ -1,14 +1,22 @@
 //! Network namespaces: opening a target, checking it really is one, telling
 //! whether it is the host's, and running work inside it.
 //!
-//! `setns` changes only the calling thread, so every entry happens on a
-//! throwaway thread that never runs anything else. A netlink socket opened
-//! there stays bound to that namespace and can be used from any thread.
+//! `setns` changes only the calling thread, so no entry ever happens on a
+//! caller's own thread (except [`Netns::socket_on_this_thread`], for the
+//! single-threaded CNI plugin). Sockets are opened by one long-lived helper
+//! thread per process ([`Netns::socket`], [`Netns::run_quick`]): it enters
+//! the namespace, opens the socket, goes back to the process's namespace
+//! and hands the socket over a channel; no thread is spawned per namespace
+//! or per call. Arbitrary work inside a namespace ([`Netns::run`]) gets a
+//! throwaway thread of its own. A socket opened inside a namespace stays
+//! bound to it and can be used from any thread.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::mpsc::{self, Sender};
 
 use nix::sched::{CloneFlags, setns};
 
@@ -43,7 +51,7 @@ pub enum NetnsError {
     Enter { path: PathBuf, source: nix::Error },
     #[error("netlink socket in network namespace {path}: {source}")]
     Socket { path: PathBuf, source: NetlinkError },
-    #[error("thread working in network namespace {path} panicked")]
+    #[error("thread working in network namespace {path} panicked or could not be started")]
     Thread { path: PathBuf },
 }
 
@@ -210,14 +218,109 @@ impl Netns {
         })
     }
 
-    /// A netlink socket bound to this namespace.
+    /// A netlink socket bound to this namespace, opened by the long-lived
+    /// helper thread.
     pub fn socket(&self) -> Result<NlSocket, NetnsError> {
-        self.run(NlSocket::new)?
+        self.run_quick(NlSocket::new)?
             .map_err(|source| NetnsError::Socket {
                 path: self.path.clone(),
                 source,
             })
     }
+
+    /// Run `f` inside this namespace on the process's long-lived helper
+    /// thread, which enters the namespace, runs `f` and goes back. For short
+    /// work only (opening a socket): every caller in the process waits its
+    /// turn, so `f` must not block, and it must not enter a namespace
+    /// itself. Longer work belongs in [`Netns::run`].
+    pub fn run_quick<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, NetnsError> {
+        let path = self.path.clone();
+        let thread_gone = || NetnsError::Thread { path: path.clone() };
+        let (tx, rx) = mpsc::sync_channel::<Result<T, NetnsError>>(1);
+        let fd = self.file.as_raw_fd();
+        let job_path = self.path.clone();
+        let job: Job = Box::new(move || {
+            let r = entered(fd, &job_path, f);
+            let _ = tx.send(r);
+        });
+        helper()
+            .ok_or_else(thread_gone)?
+            .send(job)
+            .map_err(|_| thread_gone())?;
+        // The namespace file stays open (`self` is borrowed) until the job
+        // has answered or been dropped.
+        rx.recv().map_err(|_| thread_gone())?
+    }
+}
+
+/// Start the helper thread now rather than at the first socket (a daemon
+/// does it at start, so its descriptors, one for the process's namespace,
+/// are there from the beginning). False when it cannot be started.
+pub fn start_helper() -> bool {
+    helper().is_some()
+}
+
+/// Work for the helper thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The helper thread's queue, started on first use.
+fn helper() -> Option<&'static Sender<Job>> {
+    static HELPER: OnceLock<Option<Sender<Job>>> = OnceLock::new();
+    HELPER
+        .get_or_init(|| {
+            // The process's own namespace, the thread's home between jobs: it
+            // never keeps a target namespace alive once its job is done.
+            let home = File::open("/proc/self/ns/net").ok()?;
+            let (tx, rx) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("symroute-netns".into())
+                .spawn(move || {
+                    HOME.with(|h| {
+                        let _ = h.set(home);
+                    });
+                    for job in rx {
+                        job();
+                    }
+                })
+                .ok()?;
+            Some(tx)
+        })
+        .as_ref()
+}
+
+thread_local! {
+    /// The helper thread's home namespace.
+    static HOME: OnceLock<File> = const { OnceLock::new() };
+}
+
+/// On the helper thread: enter the namespace open at `fd`, run `f`, go home
+/// (aborting the process if it cannot: nothing else may ever run inside a
+/// target by accident). A panic in `f` is an error, not the helper's end.
+fn entered<T>(fd: RawFd, path: &Path, f: impl FnOnce() -> T) -> Result<T, NetnsError> {
+    // SAFETY: the caller of run_quick keeps the namespace file open until
+    // this job has answered.
+    let target = unsafe { BorrowedFd::borrow_raw(fd) };
+    setns(target, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let back = HOME.with(|h| {
+        h.get()
+            .map(|home| setns(home, CloneFlags::CLONE_NEWNET).is_ok())
+    });
+    if back != Some(true) {
+        eprintln!(
+            "symroute: the namespace helper thread cannot return to the process's network namespace"
+        );
+        std::process::abort();
+    }
+    out.map_err(|_| NetnsError::Thread {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Open for reading, for real, the file `handle` (an O_PATH descriptor)

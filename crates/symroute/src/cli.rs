@@ -99,7 +99,7 @@ pub struct TargetArgs {
 /// Where the Docker Engine API is.
 #[derive(Debug, Args, Clone, Default)]
 pub struct DockerArgs {
-    /// Docker Engine API socket (unix:///path) [default: $DOCKER_HOST, else unix:///var/run/docker.sock]
+    /// Engine API (unix:///path, or tcp://host:port without TLS) [default: $DOCKER_HOST, else unix:///var/run/docker.sock, else Podman's unix:///run/podman/podman.sock]
     #[arg(long, value_name = "URL")]
     pub docker_host: Option<String>,
 }

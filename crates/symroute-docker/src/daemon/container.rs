@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -19,12 +20,15 @@ use symroute_core::engine::{self, ApplyOptions};
 use symroute_core::kernel::Kernel;
 
 /// How long an apply waits for another writer (CLI, CNI plugin) to release
-/// a namespace's lock before trying again later. Short: the event loop
-/// waits with it.
-pub const LOCK_WAIT: Duration = Duration::from_millis(100);
+/// a namespace's lock: not at all (one try), since the event loop would
+/// wait with it; a busy namespace is tried again [`BUSY_RETRY`] later.
+pub const LOCK_WAIT: Duration = Duration::ZERO;
 
 /// The retry of a container whose namespace another writer held.
-pub const BUSY_RETRY: Duration = Duration::from_millis(100);
+pub const BUSY_RETRY: Duration = Duration::from_millis(25);
+
+/// How long `--clean-on-exit` waits for another writer, per namespace.
+pub const CLEAN_LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// The first retry after a failure; doubles per consecutive failure.
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -54,6 +58,11 @@ pub(crate) struct Daemon<N: Namespaces> {
     pub(crate) retry_tx: mpsc::Sender<String>,
     /// Consecutive failures per container, for the retry backoff.
     pub(crate) failures: HashMap<String, u32>,
+    /// A counter advanced by every container handled on the event path,
+    /// read by the resync task before each engine call.
+    pub(crate) clock: Arc<AtomicU64>,
+    /// The clock when each container was last handled on the event path.
+    pub(crate) touched: HashMap<String, u64>,
 }
 
 fn now_nanos() -> i64 {
@@ -83,6 +92,8 @@ impl<N: Namespaces> Daemon<N> {
             kernel_tx,
             retry_tx,
             failures: HashMap::new(),
+            clock: Arc::new(AtomicU64::new(0)),
+            touched: HashMap::new(),
         }
     }
 
@@ -118,7 +129,33 @@ impl<N: Namespaces> Daemon<N> {
     /// Inspect a container and converge it. `since` is the triggering
     /// event's timestamp, for the latency metric.
     pub(crate) async fn reconcile<A: EngineApi>(&mut self, api: &A, id: &str, since: Option<i64>) {
-        let info = match api.inspect(id).await {
+        self.touch(id);
+        let result = api.inspect(id).await;
+        self.reconcile_with(id, result, since);
+    }
+
+    /// Mark `id` as handled on the event path now: a resync answer
+    /// inspected before this moment is older than what the event path
+    /// knows, and is dropped ([`Daemon::is_stale`]).
+    pub(crate) fn touch(&mut self, id: &str) {
+        let now = self.clock.fetch_add(1, Ordering::SeqCst) + 1;
+        self.touched.insert(id.to_string(), now);
+    }
+
+    /// Whether what the resync learnt about `id` at clock `at` is older
+    /// than what the event path has handled since.
+    pub(crate) fn is_stale(&self, id: &str, at: u64) -> bool {
+        self.touched.get(id).is_some_and(|t| *t > at)
+    }
+
+    /// Converge a container from an inspect answer (`result`).
+    pub(crate) fn reconcile_with(
+        &mut self,
+        id: &str,
+        result: Result<ContainerInfo, DockerError>,
+        since: Option<i64>,
+    ) {
+        let info = match result {
             Ok(i) => i,
             Err(DockerError::NoSuchContainer(_)) => {
                 self.release(id, "container is gone");
@@ -290,6 +327,7 @@ impl<N: Namespaces> Daemon<N> {
 
     pub(crate) async fn on_event<A: EngineApi>(&mut self, api: &A, e: Event) {
         self.metrics.event();
+        self.touch(&e.container);
         match e.kind {
             EventKind::Start => {
                 self.reconcile(api, &e.container, Some(e.time_nano)).await;
@@ -318,7 +356,7 @@ impl<N: Namespaces> Daemon<N> {
                 let label = m.info.label();
                 match m
                     .handle
-                    .locked(LOCK_WAIT * 10, |k| engine::clean(k, &settings))
+                    .locked(CLEAN_LOCK_WAIT, |k| engine::clean(k, &settings))
                 {
                     Ok(Ok(r)) => {
                         info!(container = %label, removed = r.removed.len(), "cleaned on exit");

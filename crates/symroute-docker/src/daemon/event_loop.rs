@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tokio::time::MissedTickBehavior;
+use tracing::{debug, error, info, warn};
 
 use super::DaemonOptions;
 use super::container::Daemon;
 use super::metrics::Metrics;
 use super::namespaces::Namespaces;
+use super::resync;
 use crate::engine_api::{Connector, EngineApi};
 
 /// The first reconnect delay; doubles per failed attempt.
@@ -63,24 +65,31 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
         match api.version().await {
             Ok(v) => info!(
                 socket = %api.endpoint(),
+                via = api.endpoint_source(),
                 engine = %v.name,
                 version = %v.version,
                 api = %v.api_version,
                 "connected to Docker"
             ),
-            Err(e) => info!(socket = %api.endpoint(), error = %e, "connected to Docker"),
+            Err(e) => {
+                info!(socket = %api.endpoint(), via = api.endpoint_source(), error = %e, "connected to Docker")
+            }
         }
         // The messages say "Docker" for Podman too (the engine field tells
         // which): scripts and the tests match them exactly.
         // Subscribe first, then resync: nothing that happens in between is lost.
         let mut events = api.events();
-        d.resync(&api).await;
+        let mut resync = Some(resync::start(&api, d.clock.clone()));
         let mut tick = tokio::time::interval_at(
             tokio::time::Instant::now() + opts.resync_interval,
             opts.resync_interval,
         );
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            // Biased: the event path (engine events, kernel notifications,
+            // retries) always goes before the resync's next container.
             tokio::select! {
+                biased;
                 () = &mut shutdown => break 'outer,
                 ev = events.next() => match ev {
                     Some(Ok(e)) => d.on_event(&api, e).await,
@@ -107,9 +116,23 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                     }
                 }
                 Some(id) = retry_rx.recv() => d.reconcile(&api, &id, None).await,
-                _ = tick.tick() => d.resync(&api).await,
+                msg = resync::next(&mut resync) => {
+                    let more = msg.is_some_and(|m| d.on_resync(m));
+                    if !more {
+                        resync = None;
+                    }
+                }
+                _ = tick.tick() => {
+                    if resync.is_some() {
+                        debug!("periodic resync: the previous one is still running");
+                    } else {
+                        resync = Some(resync::start(&api, d.clock.clone()));
+                    }
+                }
             }
         }
+        // A resync of the engine that went away ends here.
+        drop(resync);
         metrics.set_connected(false);
         tokio::select! {
             () = &mut shutdown => break 'outer,

@@ -5,19 +5,22 @@
 //!
 //! One tokio task runs the loop ([`event_loop`]); kernel work is a few
 //! sub-millisecond netlink round trips done inline, each apply under the
-//! namespace's writer lock. The loop is generic over two seams, so it runs
+//! namespace's writer lock (one try: a namespace another writer holds is
+//! tried again shortly, the loop never sleeps on it). The periodic resync
+//! asks the engine from a task of its own and the loop applies its answers
+//! one container at a time, after every pending event ([`resync`]). The loop is generic over two seams, so it runs
 //! against fakes in tests: the Engine API ([`crate::EngineApi`], real:
 //! [`crate::DockerClient`]) and namespace access ([`Namespaces`], real:
 //! [`LinuxNamespaces`]). Each managed container holds an open handle on its
 //! namespace (the namespace file for the lock, a netlink socket for
-//! changes, one subscribed to link and address notifications); it is
+//! changes, one subscribed to link, address, rule and route notifications); it is
 //! dropped the moment the container dies, so no namespace is kept alive by
 //! symroute.
 //!
 //! - [`container`]: per-container state, retry backoff, reconcile/converge;
-//! - [`resync`]: the periodic resync against the engine's list;
+//! - [`resync`]: the periodic resync against the engine's list, off the event path;
 //! - [`namespaces`]: the namespace seam and its Linux implementation;
-//! - [`watch`]: link and address notifications of one namespace;
+//! - [`watch`]: link, address, rule and route notifications of one namespace;
 //! - [`metrics`]: the Prometheus metrics; [`http`]: their HTTP endpoint.
 
 mod container;
@@ -74,10 +77,17 @@ pub async fn run(
     let connector = DockerConnector {
         host: opts.docker_host.clone(),
     };
+    // The namespace helper thread (and its one descriptor) from the start.
+    if !symroute_linux::netns::start_helper() {
+        tracing::warn!("cannot start the namespace helper thread; every namespace will fail");
+    }
+    let namespaces = LinuxNamespaces {
+        protocol: opts.settings.protocol.get(),
+    };
     run_with(
         opts,
         &connector,
-        LinuxNamespaces,
+        namespaces,
         Arc::new(Metrics::default()),
         shutdown,
     )

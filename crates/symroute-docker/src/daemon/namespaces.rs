@@ -1,6 +1,6 @@
 //! The daemon's seam to network namespaces: open a container's namespace
-//! (by `/proc/PID/ns/net` or the engine's `SandboxKey`), follow its link and
-//! address notifications, and reach its kernel only under the namespace's
+//! (by `/proc/PID/ns/net` or the engine's `SandboxKey`), follow its link,
+//! address, rule and route notifications, and reach its kernel only under the namespace's
 //! writer lock (the one lock every symroute writer takes:
 //! [`symroute_linux::lock`]).
 //!
@@ -47,7 +47,7 @@ pub trait Namespaces {
     type Handle: NsHandle;
 
     /// Open the namespace at the first of `paths` that opens, and follow its
-    /// link and address notifications: after each burst, `id` is sent on
+    /// link, address, rule and route notifications: after each burst, `id` is sent on
     /// `notify`. Dropping the handle stops following and closes everything
     /// it holds in the namespace (so nothing keeps the namespace alive).
     fn open(
@@ -79,8 +79,20 @@ pub trait NsHandle {
 }
 
 /// The real namespaces of this machine.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LinuxNamespaces;
+#[derive(Debug, Clone, Copy)]
+pub struct LinuxNamespaces {
+    /// The daemon's protocol tag: its own adds, heard back on the watch
+    /// socket, are not a reason to converge again.
+    pub protocol: u8,
+}
+
+impl Default for LinuxNamespaces {
+    fn default() -> Self {
+        LinuxNamespaces {
+            protocol: symroute_core::settings::Settings::default().protocol.get(),
+        }
+    }
+}
 
 /// A namespace opened by [`LinuxNamespaces`]: the namespace file (for the
 /// lock), a netlink socket for changes and a task reading a subscribed one.
@@ -118,7 +130,7 @@ impl Namespaces for LinuxNamespaces {
     ) -> Result<LinuxHandle, NsAccessError> {
         let mut last = None;
         for path in paths {
-            match open_one(path, id, notify.clone()) {
+            match open_one(path, id, self.protocol, notify.clone()) {
                 Ok(h) => return Ok(h),
                 Err(e) => last = Some(e),
             }
@@ -130,13 +142,14 @@ impl Namespaces for LinuxNamespaces {
 fn open_one(
     path: &str,
     id: &str,
+    protocol: u8,
     notify: mpsc::Sender<String>,
 ) -> Result<LinuxHandle, NsAccessError> {
     let netns = Netns::open(path)?;
     let ns_id = netns.id()?;
     let sock = netns.socket()?;
     let watch_fd = watch::open(&netns)?;
-    let watcher = tokio::spawn(watch::watch(watch_fd, id.to_string(), notify));
+    let watcher = tokio::spawn(watch::watch(watch_fd, id.to_string(), protocol, notify));
     Ok(LinuxHandle {
         netns,
         path: path.to_string(),

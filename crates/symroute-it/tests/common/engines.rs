@@ -1346,7 +1346,11 @@ pub fn try_tagged(path: &Path) -> Result<(Vec<Rule>, Vec<Route>), String> {
     let snap = NetlinkKernel::new(sock)
         .snapshot()
         .map_err(|e| e.to_string())?;
-    let mut rules: Vec<Rule> = snap.rules.into_iter().filter(|r| r.protocol == TAG).collect();
+    let mut rules: Vec<Rule> = snap
+        .rules
+        .into_iter()
+        .filter(|r| r.protocol == TAG)
+        .collect();
     let mut routes: Vec<Route> = snap
         .routes
         .into_iter()
