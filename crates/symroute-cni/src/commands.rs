@@ -191,7 +191,7 @@ pub fn add<'r, N: Namespaces>(
         netns_id: ns_id,
         table: iface.table,
         rules_only: req.opts.table.is_some(),
-        addrs: iface.addrs.iter().map(|a| a.addr()).collect(),
+        addrs: iface.addrs.iter().map(ipnet::IpNet::addr).collect(),
         protocol: req.opts.settings.protocol.get(),
         priority: req.opts.settings.priority,
     };

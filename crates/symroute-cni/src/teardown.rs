@@ -106,7 +106,7 @@ pub fn teardown(snap: &Snapshot, settings: &Settings, scope: &Scope) -> Vec<Op> 
     let own: Ownership = classify(snap, &scope.space(settings));
     let mut addrs: BTreeSet<IpAddr> = scope.addrs.iter().copied().collect();
     if let Some(l) = snap.link_by_name(&scope.ifname) {
-        addrs.extend(l.global_addrs().map(|a| a.addr()));
+        addrs.extend(l.global_addrs().map(symroute_core::model::IfAddr::addr));
     }
     let rules: Vec<_> = own
         .rules

@@ -121,11 +121,7 @@ fn prev_results_of_every_version() {
 
 #[test]
 fn error_codes_of_decoding() {
-    let code = |s: &str| {
-        types::decode(s.as_bytes())
-            .map(|_| 0)
-            .unwrap_or_else(|e| e.code)
-    };
+    let code = |s: &str| types::decode(s.as_bytes()).map_or_else(|e| e.code, |_| 0);
     assert_eq!(code(""), 6);
     assert_eq!(code("{"), 6);
     assert_eq!(code("nope"), 6);

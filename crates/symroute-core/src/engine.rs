@@ -64,7 +64,7 @@ pub enum EngineError {
         route: Box<Route>,
     },
     /// Some removals failed; the rest were carried out.
-    #[error("clean: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("clean: {}", .0.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("; "))]
     Clean(Vec<KernelError>),
 }
 
@@ -75,7 +75,7 @@ fn rollback_note(errs: &[KernelError]) -> String {
         format!(
             " (rollback incomplete: {})",
             errs.iter()
-                .map(|e| e.to_string())
+                .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; ")
         )
@@ -147,7 +147,7 @@ impl Scope {
         Scope {
             only: Some(OnlyScope {
                 addrs: iface
-                    .map(|i| i.addrs.iter().map(|a| a.addr()).collect())
+                    .map(|i| i.addrs.iter().map(ipnet::IpNet::addr).collect())
                     .unwrap_or_default(),
                 link: iface.map(|i| i.index),
                 band_table: iface.filter(|_| only.table.is_none()).map(|i| i.table),
@@ -265,7 +265,7 @@ pub fn settled_snapshot_until<K: Kernel>(
             .links
             .iter()
             .filter(|l| !l.loopback)
-            .flat_map(|l| l.global_addrs())
+            .flat_map(super::model::Link::global_addrs)
             .any(|a| a.tentative);
         if !tentative || deadline.is_some_and(|d| Instant::now() >= d) || interrupted(interrupt) {
             return Ok(snap);
@@ -497,7 +497,7 @@ pub fn status<K: Kernel>(
             });
         }
     }
-    let (missing, extra): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(|o| o.is_add());
+    let (missing, extra): (Vec<Op>, Vec<Op>) = ops.into_iter().partition(Op::is_add);
     Ok(StatusReport {
         in_sync: missing.is_empty()
             && extra.is_empty()

@@ -17,10 +17,7 @@ use crate::model::{Family, Route, Rule, Scope, Snapshot};
 
 /// `from 172.18.0.2/32 lookup 10001 priority 3000 protocol 115`
 pub fn rule_args(r: &Rule) -> String {
-    let from = r
-        .src
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| "all".to_string());
+    let from = r.src.map_or_else(|| "all".to_string(), |s| s.to_string());
     let mut s = format!("from {from} lookup {} priority {}", r.table, r.priority);
     if r.protocol != 0 {
         s.push_str(&format!(" protocol {}", r.protocol));
@@ -92,8 +89,7 @@ pub fn route_show(r: &Route, names: Option<&Snapshot>) -> String {
 fn dev_name(oif: u32, names: Option<&Snapshot>) -> String {
     names
         .and_then(|s| s.link(oif))
-        .map(|l| l.name.clone())
-        .unwrap_or_else(|| format!("if{oif}"))
+        .map_or_else(|| format!("if{oif}"), |l| l.name.clone())
 }
 
 /// `172.18.0.0/16 dev eth1 scope link src 172.18.0.2 table 10001 proto 115`,

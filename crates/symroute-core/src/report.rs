@@ -19,7 +19,7 @@ pub fn table(rows: &[Vec<String>]) -> String {
         .map(|r| r.iter().map(|c| render::escape(c).into_owned()).collect())
         .collect();
     let rows = rows.as_slice();
-    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0; cols];
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -80,7 +80,7 @@ pub fn plan_table(plan: &Plan) -> String {
             i.table.to_string(),
             i.addrs
                 .iter()
-                .map(|a| a.to_string())
+                .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(" "),
             gateways(i),
@@ -268,9 +268,7 @@ pub fn diagnose_text(d: &Diagnosis) -> String {
             a.address.to_string(),
             a.probe.to_string(),
             via,
-            a.table
-                .map(render::table_name)
-                .unwrap_or_else(|| "-".into()),
+            a.table.map_or_else(|| "-".into(), render::table_name),
             a.rule.clone().unwrap_or_else(|| "-".into()),
             if a.strict_rpf_passes { "pass" } else { "DROP" }.into(),
             match a.verdict {

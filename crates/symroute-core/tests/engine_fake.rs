@@ -1553,7 +1553,7 @@ fn happen(k: &mut FakeKernel, e: &Event, hints: &mut Vec<GwSpec>, next_index: &m
             }
             k.set_link_up(index, up);
         }
-        Event::Rehint(h) => *hints = h.clone(),
+        Event::Rehint(h) => hints.clone_from(h),
     }
 }
 

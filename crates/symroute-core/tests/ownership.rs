@@ -505,7 +505,7 @@ fn ops_in_space(before: &Snapshot, ops: &[Op]) -> Result<(), TestCaseError> {
                     oracle_route(r) && before.routes.contains(r),
                     "deletes {:?}",
                     r
-                )
+                );
             }
             Op::AddRule(r) => prop_assert!(oracle_rule(r), "adds {:?}", r),
             Op::AddRoute(r) => prop_assert!(oracle_route(r), "adds {:?}", r),

@@ -153,8 +153,7 @@ fn explain_podman(
                     .map(String::as_str)
                     == Some(ifname)
             })
-            .map(|a| a.network.clone())
-            .unwrap_or_else(|| ifname.to_string())
+            .map_or_else(|| ifname.to_string(), |a| a.network.clone())
     };
     let mut choices = Vec::new();
     for family in [Family::V4, Family::V6] {
@@ -231,8 +230,7 @@ fn truthful_reason(core: &str, groups: &[EqualDefaults]) -> String {
             groups
                 .iter()
                 .find(|g| part.starts_with(&format!("{}:", g.family)))
-                .map(EqualDefaults::text)
-                .unwrap_or_else(|| part.to_string())
+                .map_or_else(|| part.to_string(), EqualDefaults::text)
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -253,7 +251,7 @@ pub fn diagnose_with<K: Kernel>(
     let mut links: BTreeMap<String, String> = BTreeMap::new();
     match (&info.mode, info.netns_path()) {
         (NetworkMode::Host, _) => {
-            note = Some("network mode host: the host's own namespace, never touched".into())
+            note = Some("network mode host: the host's own namespace, never touched".into());
         }
         (NetworkMode::None, _) => note = Some("network mode none".into()),
         (_, None) => note = Some("not running".into()),
@@ -323,7 +321,7 @@ pub fn diagnose_with<K: Kernel>(
     let gw_net = explanation
         .choices
         .iter()
-        .find(|c| c.family == symroute_core::model::Family::V4)
+        .find(|c| c.family == Family::V4)
         .map(|c| c.network.clone());
     let reach_addr = gw_net.as_ref().and_then(|g| {
         info.attachments
@@ -370,9 +368,7 @@ pub fn diagnose_with<K: Kernel>(
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref()
-        .map(|x| x.to_string())
-        .unwrap_or_else(|| "-".into())
+    v.as_ref().map_or_else(|| "-".into(), ToString::to_string)
 }
 
 /// Human text for one container.

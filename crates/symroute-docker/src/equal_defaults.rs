@@ -79,8 +79,7 @@ pub fn equal_defaults(snap: &Snapshot) -> Vec<EqualDefaults> {
                 .map(|r| {
                     let name = snap
                         .link(r.oif)
-                        .map(|l| l.name.clone())
-                        .unwrap_or_else(|| format!("if{}", r.oif));
+                        .map_or_else(|| format!("if{}", r.oif), |l| l.name.clone());
                     (name, r.gateway)
                 })
                 .collect(),

@@ -175,7 +175,7 @@ mod tests {
                 internal,
                 enable_ipv6: false,
                 subnets: vec![],
-                options: Default::default(),
+                options: BTreeMap::default(),
                 engine_interface: None,
             },
         )

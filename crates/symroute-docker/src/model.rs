@@ -127,7 +127,7 @@ fn attachment(id: &str, network: &str, e: &EndpointSettings) -> Result<Attachmen
     Ok(Attachment {
         network: network.to_string(),
         network_id: e.network_id.clone().unwrap_or_default(),
-        mac: nonempty(&e.mac_address).map(|m| m.to_ascii_lowercase()),
+        mac: nonempty(&e.mac_address).map(str::to_ascii_lowercase),
         ipv4: parse_net(id, nonempty(&e.ip_address), e.ip_prefix_len)?,
         gateway4: parse_ip(id, nonempty(&e.gateway))?,
         ipv6: parse_net(
@@ -161,8 +161,9 @@ impl ContainerInfo {
             .host_config
             .as_ref()
             .and_then(|h| h.network_mode.clone())
-            .map(|m| NetworkMode::parse(&m))
-            .unwrap_or(NetworkMode::Own("default".into()));
+            .map_or(NetworkMode::Own("default".into()), |m| {
+                NetworkMode::parse(&m)
+            });
         let labels = c
             .config
             .as_ref()
@@ -272,10 +273,8 @@ pub fn decide(c: &ContainerInfo, require_label: bool) -> Decision {
         NetworkMode::Own(_) => {}
     }
     match label.as_deref() {
-        Some("false") | Some("0") | Some("no") => {
-            Decision::Skip(format!("label {ENABLE_LABEL}=false"))
-        }
-        Some("true") | Some("1") | Some("yes") => Decision::Manage,
+        Some("false" | "0" | "no") => Decision::Skip(format!("label {ENABLE_LABEL}=false")),
+        Some("true" | "1" | "yes") => Decision::Manage,
         _ if require_label => {
             Decision::Skip(format!("--require-label and no label {ENABLE_LABEL}=true"))
         }

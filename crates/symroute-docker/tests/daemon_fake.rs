@@ -564,7 +564,7 @@ async fn with_daemon(
     engine: &FakeEngine,
     namespaces: &FakeNamespaces,
     metrics: &Arc<Metrics>,
-    script: impl std::future::Future<Output = ()>,
+    script: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let daemon = daemon::run_with(opts, engine, namespaces.clone(), metrics.clone(), async {

@@ -142,8 +142,10 @@ fn ifname_of(state: &str, mac: &str) -> String {
     links(state)
         .into_iter()
         .find(|l| l.mac.as_deref() == Some(mac))
-        .map(|l| l.name)
-        .unwrap_or_else(|| panic!("{state}: no interface with MAC {mac}"))
+        .map_or_else(
+            || panic!("{state}: no interface with MAC {mac}"),
+            |l| l.name,
+        )
 }
 
 fn parsed(path: &str) -> Vec<(EventMessage, Option<Event>)> {

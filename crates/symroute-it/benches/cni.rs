@@ -62,7 +62,7 @@ fn run_plugin(cmd: &mut Command, stdin: &[u8]) -> (Duration, Duration, i64) {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let r = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
     let elapsed = start.elapsed();
     assert_eq!(r, pid, "wait4");
     let st = std::process::ExitStatus::from_raw(status);
@@ -113,9 +113,10 @@ fn main() {
     );
     // SYMROUTE_CNI_BIN measures another build of the plugin (e.g. the
     // static one of docs/cni.md) in place of this build's symroute-cni.
-    let symroute_cni = std::env::var_os("SYMROUTE_CNI_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| symroute_testkit::workspace_bin("symroute-cni"));
+    let symroute_cni = std::env::var_os("SYMROUTE_CNI_BIN").map_or_else(
+        || symroute_testkit::workspace_bin("symroute-cni"),
+        PathBuf::from,
+    );
     let symroute_main = symroute_testkit::workspace_bin("symroute");
     // The state folder on tmpfs, like the plugin's default /run/symroute/cni.
     let scratch = PathBuf::from(format!("/run/symroute-cni-bench-{}", std::process::id()));

@@ -69,8 +69,7 @@ const BASELINE_SCRIPT: &str = concat!(
 fn realtime_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 // ---------------------------------------------------------------------------
@@ -192,7 +191,7 @@ fn wait_readable(fd: i32, timeout_ms: i32) -> bool {
         revents: 0,
     };
     // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
+    unsafe { libc::poll(&raw mut pfd, 1, timeout_ms) > 0 }
 }
 
 /// Follow one sandbox until `want` rules tagged `tag` are there.
@@ -624,11 +623,10 @@ fn arg(name: &str, default: usize) -> usize {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .map(|v| {
+        .map_or(default, |v| {
             v.parse()
                 .unwrap_or_else(|_| panic!("{name} {v}: not a number"))
         })
-        .unwrap_or(default)
 }
 
 fn main() {
@@ -701,9 +699,7 @@ fn main() {
     let pid = daemon.pid();
     let rss = status_field(pid, "VmRSS");
     let hwm = status_field(pid, "VmHWM");
-    let fds = fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, std::iter::Iterator::count);
     // Idle: a 10 s window clear of the daemon's 60 s resync.
     let since = daemon_started.elapsed().as_secs_f64();
     let next_tick = 60.0 * ((since / 60.0).floor() + 1.0);

@@ -79,7 +79,7 @@ fn run_measured(cmd: &mut Command) -> (Duration, i64) {
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let r = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
     let elapsed = start.elapsed();
     assert_eq!(r, pid, "wait4");
     let st = std::process::ExitStatus::from_raw(status);
@@ -189,16 +189,18 @@ fn library_counts() -> Vec<usize> {
     args.iter()
         .position(|a| a == "--counts")
         .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.split(',')
-                .map(|n| {
-                    n.trim()
-                        .parse()
-                        .expect("--counts: numbers separated by commas")
-                })
-                .collect()
-        })
-        .unwrap_or_else(|| vec![250, 500, 1000, 2000])
+        .map_or_else(
+            || vec![250, 500, 1000, 2000],
+            |v| {
+                v.split(',')
+                    .map(|n| {
+                        n.trim()
+                            .parse()
+                            .expect("--counts: numbers separated by commas")
+                    })
+                    .collect()
+            },
+        )
 }
 
 fn raise_fd_limit() {
@@ -208,9 +210,9 @@ fn raise_fd_limit() {
     };
     // SAFETY: plain getrlimit/setrlimit on our own process.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) == 0 {
             lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim);
         }
     }
 }

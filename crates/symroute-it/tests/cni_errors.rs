@@ -502,9 +502,7 @@ fn bad_environment_config_and_prev_result() {
         }
         assert_same_dump(&before, &dump(&pod), c.what);
         assert!(
-            std::fs::read_dir(&data)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(true)
+            std::fs::read_dir(&data).map_or(true, |mut d| d.next().is_none())
                 || walk_is_empty(&data),
             "{}: a state file was written",
             c.what
@@ -519,13 +517,11 @@ fn bad_environment_config_and_prev_result() {
 }
 
 fn walk_is_empty(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .all(|e| e.file_type().is_ok_and(|t| t.is_dir()) && walk_is_empty(&e.path()))
-        })
-        .unwrap_or(true)
+    std::fs::read_dir(dir).map_or(true, |entries| {
+        entries
+            .flatten()
+            .all(|e| e.file_type().is_ok_and(|t| t.is_dir()) && walk_is_empty(&e.path()))
+    })
 }
 
 /// Without CNI_COMMAND the binary is the command line; the library entry

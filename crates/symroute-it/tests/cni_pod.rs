@@ -18,12 +18,7 @@ use common::{Dump, assert_same_dump, dump};
 const CNI_TAG: u8 = 116; // symroute_core::model::Protocol::CNI
 
 /// The plugin's objects in `ns`, sorted.
-fn owned(
-    ns: &symroute_testkit::lab::Ns,
-) -> (
-    Vec<symroute_core::model::Rule>,
-    Vec<symroute_core::model::Route>,
-) {
+fn owned(ns: &symroute_testkit::lab::Ns) -> (Vec<Rule>, Vec<symroute_core::model::Route>) {
     common::owned_with(ns, CNI_TAG)
 }
 

@@ -1465,7 +1465,7 @@ fn opt_out_label_and_require_label() {
 fn symroute_in(lab: &DockerLab, args: &[&str]) -> common::Out {
     let config = empty_config(lab.dir());
     let mut all = vec!["--config".to_string(), config.display().to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(args.iter().map(std::string::ToString::to_string));
     let out = lab
         .ns()
         .command(&*BIN)

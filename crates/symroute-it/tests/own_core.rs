@@ -66,7 +66,7 @@ fn ip_cmd(ns: &Ns, args: &[&str]) {
 fn apply_args(ctr: &str) -> Vec<String> {
     ["apply", "--netns", ctr, "--gateway", "eth1=172.19.0.1"]
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .collect()
 }
 
@@ -367,7 +367,7 @@ fn a_foreign_route_appearing_after_the_snapshot_fails_the_apply_and_rolls_back()
                     "proto",
                     "static",
                 ],
-            )
+            );
         },
     };
     let e = engine::apply(&mut k, &o).unwrap_err();

@@ -107,7 +107,7 @@ mod tests {
         for dev in ["/dev/null", "/dev/ptmx", "/dev/tty"] {
             match read_config(Path::new(dev)) {
                 Err(ConfigError::NotRegular { kind, .. }) => {
-                    assert_eq!(kind, "a character device", "{dev}")
+                    assert_eq!(kind, "a character device", "{dev}");
                 }
                 other => panic!("{dev}: {other:?}"),
             }

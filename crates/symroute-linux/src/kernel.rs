@@ -76,7 +76,7 @@ pub(crate) fn parse_link(m: &LinkMessage) -> Link {
     let mut mac = None;
     for a in &m.attributes {
         match a {
-            LinkAttribute::IfName(n) => name = n.clone(),
+            LinkAttribute::IfName(n) => name.clone_from(n),
             LinkAttribute::Address(bytes) if bytes.len() == 6 => mac = Some(format_mac(bytes)),
             _ => {}
         }

@@ -68,7 +68,7 @@ fn abstract_addr(name: &str) -> (libc::sockaddr_un, libc::socklen_t) {
     for (d, s) in addr.sun_path[1..=n].iter_mut().zip(bytes) {
         *d = *s as libc::c_char;
     }
-    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + n;
+    let len = size_of::<libc::sa_family_t>() + 1 + n;
     (addr, len as libc::socklen_t)
 }
 
@@ -103,13 +103,7 @@ pub fn lock_interruptible<'a>(
     let deadline = Instant::now().checked_add(timeout);
     loop {
         // SAFETY: addr is a valid sockaddr_un of length len.
-        let rc = unsafe {
-            libc::bind(
-                sock.as_raw_fd(),
-                (&addr as *const libc::sockaddr_un).cast(),
-                len,
-            )
-        };
+        let rc = unsafe { libc::bind(sock.as_raw_fd(), (&raw const addr).cast(), len) };
         if rc == 0 {
             return Ok(NsLock {
                 _sock: sock,
@@ -147,7 +141,7 @@ mod tests {
         assert_eq!(addr.sun_path[0], 0);
         assert_eq!(
             len as usize,
-            std::mem::size_of::<libc::sa_family_t>() + 1 + name.len()
+            size_of::<libc::sa_family_t>() + 1 + name.len()
         );
         assert!(name.len() < addr.sun_path.len() - 1);
     }

@@ -353,7 +353,7 @@ fn nix_uname_release() -> Option<String> {
     // SAFETY: uname fills the struct it is given; it is zeroed first.
     let mut u: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a utsname.
-    if unsafe { libc::uname(&mut u) } != 0 {
+    if unsafe { libc::uname(&raw mut u) } != 0 {
         return None;
     }
     // SAFETY: uname NUL-terminates every field.

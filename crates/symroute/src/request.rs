@@ -78,7 +78,7 @@ pub fn merge_gateways(
     for w in warnings {
         eprintln!(
             "symroute: warning: {}",
-            symroute_core::render::escape(&w.to_string())
+            symroute_core::render::escape(&w.clone())
         );
     }
     // The command line's --gateway wins over what Docker reports.

@@ -90,29 +90,26 @@ pub fn plan_with(
 ) -> Result<Plan, PlanError> {
     let tag = space.protocol.get();
     let given = given_gateways(snap, &req.gateways)?;
-    let candidates: Vec<&Link> = match &req.selection {
-        Selection::Only(only) => {
-            let link =
-                snap.link_by_name(&only.ifname)
-                    .ok_or_else(|| PlanError::NoSuchInterface {
-                        ifname: only.ifname.clone(),
-                    })?;
-            if link.global_addrs().next().is_none() {
-                return Err(PlanError::NoAddress {
-                    ifname: only.ifname.clone(),
-                });
-            }
-            vec![link]
+    let candidates: Vec<&Link> = if let Selection::Only(only) = &req.selection {
+        let link = snap
+            .link_by_name(&only.ifname)
+            .ok_or_else(|| PlanError::NoSuchInterface {
+                ifname: only.ifname.clone(),
+            })?;
+        if link.global_addrs().next().is_none() {
+            return Err(PlanError::NoAddress {
+                ifname: only.ifname.clone(),
+            });
         }
-        _ => {
-            let mut v: Vec<&Link> = snap
-                .links
-                .iter()
-                .filter(|l| !l.loopback && l.global_addrs().next().is_some())
-                .collect();
-            v.sort_by_key(|l| l.index);
-            v
-        }
+        vec![link]
+    } else {
+        let mut v: Vec<&Link> = snap
+            .links
+            .iter()
+            .filter(|l| !l.loopback && l.global_addrs().next().is_some())
+            .collect();
+        v.sort_by_key(|l| l.index);
+        v
     };
     let (fixed_table, rules_only) = match &req.selection {
         Selection::Only(o) => (o.table, o.rules_only),
@@ -166,7 +163,7 @@ pub fn plan_with(
             tentative: link
                 .global_addrs()
                 .filter(|a| a.tentative)
-                .map(|a| a.addr())
+                .map(super::model::IfAddr::addr)
                 .collect(),
             notes: Vec::new(),
         };
@@ -180,7 +177,7 @@ pub fn plan_with(
             let addrs: Vec<IpAddr> = link
                 .global_addrs()
                 .filter(|a| a.family() == family)
-                .map(|a| a.addr())
+                .map(super::model::IfAddr::addr)
                 .collect();
             if addrs.is_empty() {
                 continue;
@@ -232,38 +229,35 @@ pub fn plan_with(
                 mains.get(&(link.index, family)).copied(),
                 kept.and_then(|r| r.gateway.map(|g| (g, r.onlink))),
             );
-            match choice {
-                Some((gw, source, onlink)) => {
-                    let onlink = onlink || !on_link(link, &gw);
-                    ip.gateways.push(GatewayChoice {
-                        family,
-                        gateway: gw,
-                        source,
+            if let Some((gw, source, onlink)) = choice {
+                let onlink = onlink || !on_link(link, &gw);
+                ip.gateways.push(GatewayChoice {
+                    family,
+                    gateway: gw,
+                    source,
+                    onlink,
+                });
+                if link.up {
+                    plan.routes.push(Route {
+                        table,
+                        dst: IpNet::new(family.unspecified(), 0).expect("prefix 0 is valid"),
+                        gateway: Some(gw),
+                        oif: link.index,
+                        prefsrc: None,
+                        scope: Scope::Universe,
+                        kind: RouteType::UNICAST,
+                        metric,
                         onlink,
+                        protocol: tag,
+                        multipath: Vec::new(),
                     });
-                    if link.up {
-                        plan.routes.push(Route {
-                            table,
-                            dst: IpNet::new(family.unspecified(), 0).expect("prefix 0 is valid"),
-                            gateway: Some(gw),
-                            oif: link.index,
-                            prefsrc: None,
-                            scope: Scope::Universe,
-                            kind: RouteType::UNICAST,
-                            metric,
-                            onlink,
-                            protocol: tag,
-                            multipath: Vec::new(),
-                        });
-                    }
                 }
-                None => {
-                    ip.no_gateway.push(family);
-                    ip.notes.push(format!(
-                        "no {family} gateway known for {}: its table holds connected routes only, so replies to other subnets still follow main (name a gateway for {} to route them)",
-                        link.name, link.name
-                    ));
-                }
+            } else {
+                ip.no_gateway.push(family);
+                ip.notes.push(format!(
+                    "no {family} gateway known for {}: its table holds connected routes only, so replies to other subnets still follow main (name a gateway for {} to route them)",
+                    link.name, link.name
+                ));
             }
         }
         for hint in req.routes.iter().filter(|h| h.ifname == link.name) {

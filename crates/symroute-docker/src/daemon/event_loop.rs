@@ -72,7 +72,7 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 "connected to Docker"
             ),
             Err(e) => {
-                info!(socket = %api.endpoint(), via = api.endpoint_source(), error = %e, "connected to Docker")
+                info!(socket = %api.endpoint(), via = api.endpoint_source(), error = %e, "connected to Docker");
             }
         }
         // The messages say "Docker" for Podman too (the engine field tells

@@ -165,9 +165,8 @@ pub fn open(netns: &Netns) -> Result<AsyncFd<Socket>, NetnsError> {
 pub async fn watch(fd: AsyncFd<Socket>, id: String, protocol: u8, tx: mpsc::Sender<String>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let mut guard = match fd.readable().await {
-            Ok(g) => g,
-            Err(_) => return,
+        let Ok(mut guard) = fd.readable().await else {
+            return;
         };
         let mut got = false;
         loop {

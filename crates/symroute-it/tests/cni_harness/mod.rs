@@ -188,8 +188,7 @@ impl Runtime {
             // SYMROUTE_CNI_BIN runs the scenarios against another build of
             // the plugin (e.g. the static one docs/cni.md installs).
             std::env::var_os("SYMROUTE_CNI_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(&*SYMROUTE))
+                .map_or_else(|| PathBuf::from(&*SYMROUTE), PathBuf::from)
         } else if kind == "symroute-main" {
             PathBuf::from(&*SYMROUTE_MAIN)
         } else {

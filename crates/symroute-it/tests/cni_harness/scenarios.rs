@@ -207,16 +207,16 @@ impl Setup {
 
 /// A plugin run in one line for the table.
 pub fn short(run: &PluginRun) -> String {
-    let msg = serde_json::from_str::<Value>(&run.stdout)
-        .ok()
-        .map(|v| {
+    let msg = serde_json::from_str::<Value>(&run.stdout).ok().map_or_else(
+        || run.stdout.trim().to_string(),
+        |v| {
             format!(
                 "code {}: {}",
                 v["code"],
                 v["msg"].as_str().unwrap_or_default()
             )
-        })
-        .unwrap_or_else(|| run.stdout.trim().to_string());
+        },
+    );
     format!("exit {}, {msg}", run.code).replace('|', "/")
 }
 

@@ -591,8 +591,7 @@ impl DockerLab {
         let mut v: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("docker inspect {id}: not JSON ({e}): {text}"));
         v.get_mut(0)
-            .map(Value::take)
-            .unwrap_or_else(|| panic!("docker inspect {id}: empty answer"))
+            .map_or_else(|| panic!("docker inspect {id}: empty answer"), Value::take)
     }
 
     /// The pid of a running container's first process.
@@ -1052,19 +1051,18 @@ fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
     let waiter = std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let result = match rx.recv_timeout(timeout) {
-        Ok(out) => out.map_err(|e| format!("wait: {e}")),
-        Err(_) => {
-            if let Some(fd) = &pidfd {
-                let _ = fd.signal(libc::SIGKILL);
-            }
-            let out = rx.recv().ok().and_then(Result::ok);
-            Err(format!(
-                "still running after {timeout:?}: killed{}",
-                out.map(|o| format!("; stderr: {}", String::from_utf8_lossy(&o.stderr).trim()))
-                    .unwrap_or_default()
-            ))
+    let result = if let Ok(out) = rx.recv_timeout(timeout) {
+        out.map_err(|e| format!("wait: {e}"))
+    } else {
+        if let Some(fd) = &pidfd {
+            let _ = fd.signal(libc::SIGKILL);
         }
+        let out = rx.recv().ok().and_then(Result::ok);
+        Err(format!(
+            "still running after {timeout:?}: killed{}",
+            out.map(|o| format!("; stderr: {}", String::from_utf8_lossy(&o.stderr).trim()))
+                .unwrap_or_default()
+        ))
     };
     let _ = waiter.join();
     result
@@ -1114,7 +1112,7 @@ impl Pidfd {
         };
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
         r > 0
     }
 }

@@ -378,31 +378,28 @@ impl EngineLab {
             fs::create_dir_all(self.dir.join(sub)).unwrap_or_else(|e| panic!("mkdir {sub}: {e}"));
         }
         let t = self.dir.display().to_string();
-        match sid {
-            Some(sid) => {
-                let r = format!("{t}/rootfs");
-                self.in_mount_ns(&format!(
-                    "mount -t overlay overlay -o lowerdir={sid},upperdir={t}/ov/up,workdir={t}/ov/work {r}
-                     mount --bind /tmp {r}/tmp
-                     mount -t proc proc {r}/proc
-                     mount --rbind /sys {r}/sys
-                     mount --rbind /dev {r}/dev
-                     mount -t tmpfs tmpfs {r}/run
-                     cp /etc/resolv.conf {r}/etc/resolv.conf",
-                    sid = sid.display()
-                ));
-                self.rootfs = Some(PathBuf::from(r));
-            }
-            None => {
-                // Podman 4.3 on the host: its /run and /var/lib writes stay in the lab.
-                fs::create_dir_all(self.dir.join("varlib/up")).expect("mkdir varlib");
-                fs::create_dir_all(self.dir.join("varlib/work")).expect("mkdir varlib");
-                self.in_mount_ns(&format!(
-                    "mount -t tmpfs tmpfs /run
-                     mkdir -p /run/netns /run/lock
-                     mount -t overlay overlay -o lowerdir=/var/lib,upperdir={t}/varlib/up,workdir={t}/varlib/work /var/lib"
-                ));
-            }
+        if let Some(sid) = sid {
+            let r = format!("{t}/rootfs");
+            self.in_mount_ns(&format!(
+                "mount -t overlay overlay -o lowerdir={sid},upperdir={t}/ov/up,workdir={t}/ov/work {r}
+                 mount --bind /tmp {r}/tmp
+                 mount -t proc proc {r}/proc
+                 mount --rbind /sys {r}/sys
+                 mount --rbind /dev {r}/dev
+                 mount -t tmpfs tmpfs {r}/run
+                 cp /etc/resolv.conf {r}/etc/resolv.conf",
+                sid = sid.display()
+            ));
+            self.rootfs = Some(PathBuf::from(r));
+        } else {
+            // Podman 4.3 on the host: its /run and /var/lib writes stay in the lab.
+            fs::create_dir_all(self.dir.join("varlib/up")).expect("mkdir varlib");
+            fs::create_dir_all(self.dir.join("varlib/work")).expect("mkdir varlib");
+            self.in_mount_ns(&format!(
+                "mount -t tmpfs tmpfs /run
+                 mkdir -p /run/netns /run/lock
+                 mount -t overlay overlay -o lowerdir=/var/lib,upperdir={t}/varlib/up,workdir={t}/varlib/work /var/lib"
+            ));
         }
     }
 
@@ -1027,15 +1024,14 @@ fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
     let waiter = std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let r = match rx.recv_timeout(timeout) {
-        Ok(out) => out.map_err(|e| format!("wait: {e}")),
-        Err(_) => {
-            if let Some(fd) = &pidfd {
-                let _ = fd.signal(libc::SIGKILL);
-            }
-            let _ = rx.recv();
-            Err(format!("still running after {timeout:?}: killed"))
+    let r = if let Ok(out) = rx.recv_timeout(timeout) {
+        out.map_err(|e| format!("wait: {e}"))
+    } else {
+        if let Some(fd) = &pidfd {
+            let _ = fd.signal(libc::SIGKILL);
         }
+        let _ = rx.recv();
+        Err(format!("still running after {timeout:?}: killed"))
     };
     let _ = waiter.join();
     r
@@ -1083,7 +1079,7 @@ impl Pidfd {
         };
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+        unsafe { libc::poll(&raw mut pfd, 1, ms) > 0 }
     }
 }
 
@@ -1429,7 +1425,7 @@ pub fn symroute_in(lab: &EngineLab, args: &[&str]) -> crate::common::Out {
     let config = lab.dir().join("symroute-empty.toml");
     fs::write(&config, "").expect("write config");
     let mut all = vec!["--config".to_string(), config.display().to_string()];
-    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(args.iter().map(ToString::to_string));
     let mut cmd = lab.ns().command(&*BIN);
     clean_env(&mut cmd);
     let out = cmd

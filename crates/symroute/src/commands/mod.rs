@@ -27,15 +27,14 @@ pub const EXIT_ERROR: u8 = 2;
 
 /// The settings: defaults, the config file, then the command line.
 pub fn settings(args: &SettingsArgs) -> Result<Settings> {
-    let mut s = match &args.config {
-        Some(path) => Settings::from_config_text(&read_config(path)?, path)?,
-        None => {
-            let path = Path::new(DEFAULT_CONFIG);
-            match read_config(path) {
-                Ok(text) => Settings::from_config_text(&text, path)?,
-                Err(e) if e.is_not_found() => Settings::default(),
-                Err(e) => return Err(e.into()),
-            }
+    let mut s = if let Some(path) = &args.config {
+        Settings::from_config_text(&read_config(path)?, path)?
+    } else {
+        let path = Path::new(DEFAULT_CONFIG);
+        match read_config(path) {
+            Ok(text) => Settings::from_config_text(&text, path)?,
+            Err(e) if e.is_not_found() => Settings::default(),
+            Err(e) => return Err(e.into()),
         }
     };
     s.overlay(&ConfigFile {

@@ -26,7 +26,7 @@ pub fn call(
     let mut s = UnixStream::connect(socket).map_err(|e| format!("{what}: connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .map_err(|e| format!("{what}: {e}"))?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let body = body.map(ToString::to_string).unwrap_or_default();
     let req = format!(
         "{method} /{API_VERSION}{path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
