@@ -140,9 +140,15 @@ fn bad_environment_config_and_prev_result() {
             msg: "cannot use it",
         },
         Case {
+            // The test process runs in the host's namespace; the plugin
+            // runs in the lab's, so its own /proc/self/ns/net is not the
+            // host's (the check never falls back to the caller's namespace).
             what: "the host's namespace",
             command: "ADD",
-            env: env("CNI_NETNS", "/proc/self/ns/net"),
+            env: vec![(
+                "CNI_NETNS",
+                Some(format!("/proc/{}/ns/net", std::process::id())),
+            )],
             stdin: good(json!({})),
             code: 4,
             msg: "host's own network namespace",
