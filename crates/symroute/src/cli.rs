@@ -44,7 +44,7 @@ const EXAMPLES_DEMO: &str = "Example:
 #[derive(Debug, Parser)]
 #[command(
     name = "symroute",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SYMROUTE_GIT_COMMIT"), ")"),
     about,
     long_about = "symroute gives every interface of a multi-homed network namespace its own \
 routing table and a `from <address>` rule, so a reply leaves through the interface its \
