@@ -271,6 +271,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+    /// Copy the CNI plugin into a node's CNI binary directory, atomically, and check it answers
+    InstallCni(crate::commands::install_cni::InstallCniArgs),
     /// Write the man pages (symroute.1 and one per command) into a folder
     #[command(after_help = "Example:\n  symroute man /usr/local/share/man/man1")]
     Man {

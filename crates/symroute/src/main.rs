@@ -1,6 +1,9 @@
 //! The `symroute` command: a thin edge over the library.
 
 mod cli;
+mod commands {
+    pub mod install_cni;
+}
 mod demo;
 
 use std::process::ExitCode;
@@ -322,6 +325,7 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(EXIT_OK)
         }
+        Command::InstallCni(args) => crate::commands::install_cni::run(&args),
         Command::Man { dir } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             clap_mangen::generate_to(Cli::command(), &dir)
