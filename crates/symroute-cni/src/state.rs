@@ -1,4 +1,4 @@
-//! What symroute remembers per attachment, and the per-namespace lock.
+//! What symroute remembers per attachment.
 //!
 //! State: one small JSON file per attachment,
 //! `<dataDir>/<network name>/<containerID>:<ifname>.json`, written after a
@@ -6,23 +6,18 @@
 //! by DEL and GC. It lets DEL work without prevResult or after the interface
 //! is gone, and GC find attachments the runtime no longer has. The kernel's
 //! protocol tag stays the truth of what symroute owns; the file only says
-//! which of those objects belong to which attachment.
-//!
-//! Lock: `flock` on the namespace file itself (the nsfs inode is the
-//! namespace's identity, whatever path names it), so nothing is ever
-//! created next to the namespace file and no lock file is left behind.
+//! which of those objects belong to which attachment, and with which tag
+//! (DEL and GC clean with the recorded protocol, whatever the configuration
+//! says by then; a record written before the field existed means 115, the
+//! tag those versions used).
 
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use symroute_linux::lock::{LockError, NsLock};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CniError, code};
-use symroute_linux::netns::Netns;
 
 /// What one ADD made, for DEL and GC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +28,9 @@ pub struct AttachmentState {
     #[serde(rename = "containerID")]
     pub container_id: String,
     pub ifname: String,
+    /// The interface's index when ADD ran (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<u32>,
     /// CNI_NETNS as given.
     pub netns: PathBuf,
     /// (device, inode) of the namespace: a path can be reused by another one.
@@ -44,8 +42,18 @@ pub struct AttachmentState {
     pub rules_only: bool,
     /// The addresses the rules were made for.
     pub addrs: Vec<IpAddr>,
+    /// The tag ADD wrote; 115 in records of versions before 116 became the
+    /// plugin's default (they did not write the field).
+    #[serde(default = "legacy_protocol")]
     pub protocol: u8,
     pub priority: u32,
+}
+
+/// The tag of records written without a `protocol` field.
+pub const LEGACY_PROTOCOL: u8 = 115;
+
+fn legacy_protocol() -> u8 {
+    LEGACY_PROTOCOL
 }
 
 /// The folder of one network's state files.
@@ -122,10 +130,36 @@ pub fn remove(path: &Path) -> Result<(), CniError> {
 /// A state file and what it holds (or why it could not be read).
 pub type Listed = (PathBuf, Result<AttachmentState, CniError>);
 
+/// Every state file of every network under `data_dir`.
+pub fn list_all(data_dir: &Path) -> Result<Vec<Listed>, CniError> {
+    let entries = match std::fs::read_dir(data_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(io_error(
+                format!("list state folder {}", data_dir.display()),
+                e,
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(format!("list {}", data_dir.display()), e))?;
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(list_dir(&entry.path())?);
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 /// Every state file of one network.
 pub fn list(data_dir: &Path, network: &str) -> Result<Vec<Listed>, CniError> {
-    let dir = network_dir(data_dir, network);
-    let entries = match std::fs::read_dir(&dir) {
+    list_dir(&network_dir(data_dir, network))
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<Listed>, CniError> {
+    let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_error(format!("list state folder {}", dir.display()), e)),
@@ -146,14 +180,4 @@ pub fn list(data_dir: &Path, network: &str) -> Result<Vec<Listed>, CniError> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
-}
-
-/// Lock `ns` exclusively (the one per-namespace lock of every writer,
-/// `symroute_linux::lock`), waiting up to `timeout`; code 11 (try again)
-/// when another writer keeps it longer.
-pub fn lock(ns: &Netns, timeout: Duration) -> Result<NsLock<'_>, CniError> {
-    symroute_linux::lock::lock(ns, timeout).map_err(|e| match e {
-        LockError::Busy { .. } => CniError::new(code::TRY_AGAIN, e.to_string()),
-        LockError::Io { .. } => CniError::new(code::IO, e.to_string()),
-    })
 }

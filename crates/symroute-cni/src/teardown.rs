@@ -1,44 +1,120 @@
-//! What DEL and GC remove: symroute's tagged rules from the attachment's
-//! addresses and, unless it only added rules, its tagged routes in that
-//! interface's table or through its link. Pure.
+//! What DEL and GC remove for one attachment: only objects inside its
+//! space, as the core's one ownership classification
+//! ([`symroute_core::ownership::classify`]) decides. Pure.
+//!
+//! The attachment's space: its recorded protocol and rule priority, the
+//! band of the settings, plus the table it named with sbr's `table` (as
+//! recorded). The kernel's own tables (0, 253 default, 254 main, 255
+//! local) never are, so a pod's main-table route is never deleted,
+//! whatever its tag. Of the objects that are ours in that space, the
+//! attachment's are
+//! - rules `from ADDR/32|/128` of one of its addresses;
+//! - routes (unless it only added rules, sbr's `table`: that table's routes
+//!   belong to whoever filled it) in its table or a table its rules point
+//!   at; never chosen by output interface alone (another writer's route
+//!   through the same link stays).
+//!
+//! A delete that could also match a tagged rule symroute cannot describe
+//! exactly is not sent ([`Ownership::exact_deletes`]).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use symroute_core::diff::Op;
-use symroute_core::model::{Family, Snapshot};
-use symroute_core::settings::Settings;
+use symroute_core::model::{Family, Protocol, Snapshot};
+use symroute_core::ownership::{Ownership, Space, classify};
+use symroute_core::settings::{DEFAULT_PRIORITY, Settings};
+
+use crate::error::{CniError, code};
+use crate::state::AttachmentState;
 
 /// The attachment whose objects go.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     pub ifname: String,
+    /// Its link's index, when recorded (for the log's `dev` names).
+    pub link: Option<u32>,
     /// Addresses its rules may come from (recorded by ADD, from prevResult);
     /// the link's current global addresses are added when it still exists.
     pub addrs: Vec<IpAddr>,
     /// The table ADD used, when known.
     pub table: Option<u32>,
-    /// Whether symroute may have made routes (false with sbr's `table`:
-    /// the table's routes belong to whoever filled it).
+    /// Whether symroute may have made routes (false with sbr's `table`).
     pub routes: bool,
+    /// The tag ADD wrote (recorded; the configuration's without a record).
+    pub protocol: Protocol,
+    /// The rule priority ADD used.
+    pub priority: u32,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope {
+            ifname: String::new(),
+            link: None,
+            addrs: Vec::new(),
+            table: None,
+            routes: true,
+            protocol: crate::types::DEFAULT_PROTOCOL,
+            priority: DEFAULT_PRIORITY,
+        }
+    }
+}
+
+impl Scope {
+    /// The scope ADD recorded. A record whose protocol is someone else's
+    /// (hand-edited, or from a version that accepted it) removes nothing.
+    pub fn of(s: &AttachmentState) -> Result<Scope, CniError> {
+        let protocol = Protocol::new(s.protocol).map_err(|e| {
+            CniError::with_details(
+                code::CLEANUP,
+                format!(
+                    "the record of {}/{} names protocol {}: not removing anything",
+                    s.container_id, s.ifname, s.protocol
+                ),
+                e.to_string(),
+            )
+        })?;
+        Ok(Scope {
+            ifname: s.ifname.clone(),
+            link: s.link,
+            addrs: s.addrs.clone(),
+            table: Some(s.table),
+            routes: !s.rules_only,
+            protocol,
+            priority: s.priority,
+        })
+    }
+
+    /// The attachment's space under `settings`.
+    fn space(&self, settings: &Settings) -> Space {
+        let base = Space {
+            protocol: self.protocol,
+            priority: self.priority,
+            ..Space::of(settings)
+        };
+        // A reserved table never joins (the record cannot name one).
+        match self.table {
+            Some(t) => base.clone().with_table(t).unwrap_or(base),
+            None => base,
+        }
+    }
 }
 
 /// The operations that remove the attachment's objects, rules first.
 pub fn teardown(snap: &Snapshot, settings: &Settings, scope: &Scope) -> Vec<Op> {
-    let tag = settings.protocol;
-    let link = snap.link_by_name(&scope.ifname);
+    let own: Ownership = classify(snap, &scope.space(settings));
     let mut addrs: BTreeSet<IpAddr> = scope.addrs.iter().copied().collect();
-    if let Some(l) = link {
+    if let Some(l) = snap.link_by_name(&scope.ifname) {
         addrs.extend(l.global_addrs().map(|a| a.addr()));
     }
-    let rules: Vec<_> = snap
-        .tagged_rules(tag)
+    let rules: Vec<_> = own
+        .rules
+        .iter()
         .filter(|r| {
-            !r.other_selectors
-                && r.src.is_some_and(|s| {
-                    s.prefix_len() == Family::of(&s.addr()).host_prefix()
-                        && addrs.contains(&s.addr())
-                })
+            r.src.is_some_and(|s| {
+                s.prefix_len() == Family::of(&s.addr()).host_prefix() && addrs.contains(&s.addr())
+            })
         })
         .cloned()
         .collect();
@@ -49,14 +125,15 @@ pub fn teardown(snap: &Snapshot, settings: &Settings, scope: &Scope) -> Vec<Op> 
             .into_iter()
             .chain(rules.iter().map(|r| r.table))
             .collect();
-        let mut routes: Vec<_> = snap
-            .tagged_routes(tag)
-            .filter(|r| tables.contains(&r.table) || link.is_some_and(|l| r.oif == l.index))
+        let mut routes: Vec<_> = own
+            .routes
+            .iter()
+            .filter(|r| tables.contains(&r.table))
             .cloned()
             .collect();
         // Gateway routes before the connected routes they rely on.
         routes.sort_by_key(|r| r.gateway.is_none());
         ops.extend(routes.into_iter().map(Op::DelRoute));
     }
-    ops
+    own.exact_deletes(ops).0
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{CniError, code};
-use symroute_core::model::Family;
+use symroute_core::model::{Family, Protocol};
 use symroute_core::settings::{ConfigFile, Settings};
 
 /// Spec versions symroute speaks, oldest first.
@@ -345,6 +345,11 @@ pub struct Options {
 /// what it describes (network namespaces) is gone after a reboot too.
 pub const DEFAULT_DATA_DIR: &str = "/run/symroute/cni";
 
+/// The CNI plugin's own tag, apart from the host writer's (the CLI and the
+/// daemon, 115): the two writer classes never delete each other's objects
+/// (docs/cni.md, "Two tags"). A configuration's `protocol` key overrides it.
+pub const DEFAULT_PROTOCOL: Protocol = Protocol::CNI;
+
 fn seconds(key: &str, v: Option<f64>, default: f64) -> Result<std::time::Duration, CniError> {
     let s = v.unwrap_or(default);
     if !(0.0..=600.0).contains(&s) {
@@ -374,7 +379,10 @@ impl NetConf {
                 "name {name:?}: expected letters, digits, '_', '.' and '-', starting with a letter or digit"
             )));
         }
-        let mut settings = Settings::default();
+        let mut settings = Settings {
+            protocol: DEFAULT_PROTOCOL,
+            ..Settings::default()
+        };
         settings
             .overlay(&ConfigFile {
                 table_band: self.table_band.clone(),
@@ -401,6 +409,14 @@ impl NetConf {
                     "gateways: two {family} gateways ({first} and {gw}): give at most one per address family"
                 )));
             }
+        }
+        if let Some(dir) = &self.data_dir
+            && !dir.is_absolute()
+        {
+            return Err(invalid(format!(
+                "dataDir {}: expected an absolute path (a relative one would depend on the runtime's working folder)",
+                dir.display()
+            )));
         }
         Ok(Options {
             settings,

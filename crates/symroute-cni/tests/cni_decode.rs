@@ -13,7 +13,7 @@ use symroute_cni::types::{self, NetConf, PrevResult};
 use symroute_cni::{Env, build_request, run};
 use symroute_core::diff::Op;
 use symroute_core::model::{
-    Family, IfAddr, Link, Route, RouteKind, Rule, Scope as RScope, Snapshot,
+    Family, IfAddr, Link, Protocol, Route, RouteType, Rule, Scope as RScope, Snapshot,
 };
 use symroute_core::plan::{Selection, plan};
 use symroute_core::settings::Settings;
@@ -295,7 +295,7 @@ fn snapshot_with_two_attachments() -> (Snapshot, Settings) {
         oif: 3,
         prefsrc: Some(ip("203.0.113.50")),
         scope: RScope::Link,
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: 0,
         onlink: false,
         protocol: 2,
@@ -315,6 +315,8 @@ fn teardown_removes_one_attachment_only() {
             addrs: vec![],
             table: None,
             routes: true,
+            protocol: Protocol::HOST,
+            ..Scope::default()
         },
     );
     assert!(ops.iter().all(|o| !o.is_add()));
@@ -356,6 +358,8 @@ fn teardown_removes_one_attachment_only() {
             addrs: vec![ip("203.0.113.50")],
             table: Some(table),
             routes: true,
+            protocol: Protocol::HOST,
+            ..Scope::default()
         },
     );
     assert_eq!(ops.len(), 1, "{ops:?}");
@@ -368,9 +372,59 @@ fn teardown_removes_one_attachment_only() {
             addrs: vec![],
             table: Some(5001),
             routes: false,
+            protocol: Protocol::HOST,
+            ..Scope::default()
         },
     );
     assert!(ops.iter().all(|o| matches!(o, Op::DelRule(_))), "{ops:?}");
+}
+
+/// Issue 7 case 1: a tagged route in main through the attachment's link,
+/// and a tagged rule from its address that looks up main, are not its: DEL
+/// leaves both, whatever their tag. Another priority's rule neither.
+#[test]
+fn teardown_never_touches_main_or_another_priority() {
+    let (mut snap, settings) = snapshot_with_two_attachments();
+    let main_route = Route {
+        table: 254,
+        dst: net("198.51.100.0/24"),
+        gateway: Some(ip("203.0.113.1")),
+        oif: 3,
+        prefsrc: None,
+        scope: RScope::Universe,
+        kind: RouteType::UNICAST,
+        metric: 0,
+        onlink: false,
+        protocol: 115,
+        multipath: Vec::new(),
+    };
+    snap.routes.push(main_route.clone());
+    let rule = |priority, table| Rule {
+        family: Family::V4,
+        priority,
+        src: Some(net("203.0.113.50/32")),
+        table,
+        protocol: 115,
+        other_selectors: false,
+    };
+    snap.rules.push(rule(3000, 254));
+    snap.rules.push(rule(2999, 10000));
+    let ops = teardown(
+        &snap,
+        &settings,
+        &Scope {
+            ifname: "net1".into(),
+            addrs: vec![],
+            table: None,
+            routes: true,
+            protocol: Protocol::HOST,
+            ..Scope::default()
+        },
+    );
+    assert!(!ops.contains(&Op::DelRoute(main_route)), "{ops:?}");
+    assert!(!ops.contains(&Op::DelRule(rule(3000, 254))), "{ops:?}");
+    assert!(!ops.contains(&Op::DelRule(rule(2999, 10000))), "{ops:?}");
+    assert_eq!(ops.len(), 3, "one rule and two band routes: {ops:?}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::kernel::{Kernel, KernelError, RouteQuery};
-use crate::model::{Family, RT_TABLE_MAIN, RouteKind, Snapshot};
+use crate::model::{Family, RT_TABLE_MAIN, Snapshot};
 use crate::render;
 
 /// Off-link probes from the documentation ranges, tried in order; the first
@@ -93,6 +93,26 @@ fn pick_probe(snap: &Snapshot, family: Family) -> IpAddr {
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 113)))
 }
 
+/// Why a reply lookup failed, in words: the kernel answers a lookup that
+/// lands on a `blackhole` route with EINVAL, `unreachable` with EHOSTUNREACH,
+/// `prohibit` with EACCES, and no route at all with ENETUNREACH.
+fn no_route_reason(snap: &Snapshot, family: Family, e: &KernelError) -> String {
+    use crate::kernel::errno;
+    let has_special = snap.routes.iter().any(|r| {
+        !r.kind.is_unicast() && r.family() == family && r.table != crate::model::RT_TABLE_LOCAL
+    });
+    match e.errno() {
+        Some(errno::ENETUNREACH) => "no route".to_string(),
+        Some(errno::EINVAL) if has_special => "blackhole route: replies are dropped".to_string(),
+        Some(EHOSTUNREACH) if has_special => "unreachable route: replies are refused".to_string(),
+        Some(EACCES) if has_special => "prohibit route: replies are refused".to_string(),
+        _ => e.source.to_string(),
+    }
+}
+
+const EHOSTUNREACH: i32 = 113;
+const EACCES: i32 = 13;
+
 /// The first rule (by priority) that a lookup from `src` would follow into
 /// `table`.
 fn deciding_rule(snap: &Snapshot, src: IpAddr, table: u32) -> Option<String> {
@@ -108,7 +128,8 @@ fn deciding_rule(snap: &Snapshot, src: IpAddr, table: u32) -> Option<String> {
 }
 
 /// Diagnose the namespace behind `k`. `fix_command` is the apply command for
-/// this target, without gateway hints (e.g. "symroute apply --netns /run/netns/web").
+/// this target, without gateway hints and already shell-quoted (e.g.
+/// "symroute apply --netns /run/netns/web"); hints added here are quoted.
 pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, KernelError> {
     let snap = k.snapshot()?;
     let name = |idx: u32| snap.link(idx).map(|l| l.name.clone());
@@ -117,7 +138,7 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
     let mut defaults: Vec<DefaultRoute> = snap
         .routes
         .iter()
-        .filter(|r| r.table == RT_TABLE_MAIN && r.is_default() && r.kind == RouteKind::Unicast)
+        .filter(|r| r.table == RT_TABLE_MAIN && r.is_default() && r.kind.is_unicast())
         .map(|r| DefaultRoute {
             route: render::route_show(r, Some(&snap)),
             interface: name(r.oif).unwrap_or_else(|| "(multipath)".into()),
@@ -167,7 +188,7 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
     for link in snap.links.iter().filter(|l| !l.loopback) {
         let has_default = snap.routes.iter().any(|r| {
             r.is_default()
-                && r.kind == RouteKind::Unicast
+                && r.kind.is_unicast()
                 && (r.oif == link.index || r.multipath.iter().any(|n| n.oif == link.index))
         });
         if link.global_addrs().next().is_some() && !has_default {
@@ -182,7 +203,7 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
                 iif: None,
             };
             let rep = match k.route_get(&q) {
-                Ok(ans) if ans.kind == 1 || ans.oif != 0 => {
+                Ok(ans) if ans.kind.is_unicast() || ans.oif != 0 => {
                     let symmetric = ans.oif == link.index;
                     AddressReport {
                         interface: link.name.clone(),
@@ -223,7 +244,7 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
                     rule: None,
                     strict_rpf_passes: false,
                     verdict: Verdict::NoRoute,
-                    error: Some(e.source.to_string()),
+                    error: Some(no_route_reason(&snap, a.family(), &e)),
                 },
             };
             addresses.push(rep);
@@ -239,7 +260,9 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
             .collect();
         for ifname in broken {
             if without_gw.iter().any(|n| n == ifname) {
-                cmd.push_str(&format!(" --gateway {ifname}=GATEWAY"));
+                cmd.push(' ');
+                cmd.push_str("--gateway ");
+                cmd.push_str(&render::shell_quote(&format!("{ifname}=GATEWAY")));
             }
         }
         cmd

@@ -10,7 +10,7 @@ use std::io;
 use std::net::IpAddr;
 
 use crate::diff::Op;
-use crate::model::Snapshot;
+use crate::model::{RouteType, Snapshot};
 
 /// Why the kernel (or the transport to it) failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +88,8 @@ pub struct RouteAnswer {
     pub prefsrc: Option<IpAddr>,
     /// The table whose route matched.
     pub table: u32,
-    /// The kernel's route type (unicast, local, ...), as a number.
-    pub kind: u8,
+    /// The kernel's route type (unicast, local, ...).
+    pub kind: RouteType,
 }
 
 /// What the engine needs from a namespace's kernel.

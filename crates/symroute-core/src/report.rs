@@ -1,4 +1,7 @@
-//! Human-readable output: aligned tables and one-line verdicts.
+//! Human-readable output: aligned tables and one-line verdicts. Every text
+//! leaves through [`render::escape_lines`] (names come from the namespace's
+//! owner), and the namespace path given by the caller through
+//! [`render::escape`].
 
 use std::fmt::Write;
 
@@ -9,8 +12,13 @@ use crate::model::Snapshot;
 use crate::plan::{GatewaySource, InterfacePlan, Plan};
 use crate::render;
 
-/// Lay out rows as columns separated by two spaces.
+/// Lay out rows as columns separated by two spaces (each cell escaped).
 pub fn table(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| render::escape(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let mut widths = vec![0; cols];
     for r in rows {
@@ -93,7 +101,7 @@ fn notes(plan: &Plan) -> String {
 
 /// One operation, with interface names from `snap`: `+ rule from ...`.
 pub fn op_text(op: &Op, snap: &Snapshot) -> String {
-    op_line(op, snap)
+    render::escape(&op_line(op, snap)).into_owned()
 }
 
 fn op_line(op: &Op, snap: &Snapshot) -> String {
@@ -106,6 +114,7 @@ fn op_line(op: &Op, snap: &Snapshot) -> String {
 }
 
 pub fn apply_text(rep: &ApplyReport, netns: &str) -> String {
+    let netns = &render::escape(netns);
     let mut out = String::new();
     if let Some(reason) = &rep.plan.unmanaged_reason {
         let _ = writeln!(out, "{netns}: not managed: {reason}");
@@ -140,10 +149,11 @@ pub fn apply_text(rep: &ApplyReport, netns: &str) -> String {
             "warning: {t} is still tentative (duplicate address detection): its rule is in place, but the address cannot be used yet"
         );
     }
-    out
+    render::escape_lines(&out).into_owned()
 }
 
 pub fn status_text(rep: &StatusReport, netns: &str) -> String {
+    let netns = &render::escape(netns);
     let mut out = String::new();
     if let Some(reason) = &rep.plan.unmanaged_reason {
         let _ = writeln!(out, "{netns}: not managed: {reason}");
@@ -178,10 +188,11 @@ pub fn status_text(rep: &StatusReport, netns: &str) -> String {
             rep.extra.len()
         );
     }
-    out
+    render::escape_lines(&out).into_owned()
 }
 
 pub fn clean_text(rep: &CleanReport, netns: &str) -> String {
+    let netns = &render::escape(netns);
     let mut out = String::new();
     if rep.removed.is_empty() {
         let _ = writeln!(out, "{netns}: nothing of symroute's to remove");
@@ -195,7 +206,7 @@ pub fn clean_text(rep: &CleanReport, netns: &str) -> String {
             let _ = writeln!(out, "  {}", op_line(op, &rep.snapshot));
         }
     }
-    out
+    render::escape_lines(&out).into_owned()
 }
 
 pub fn diagnose_text(d: &Diagnosis) -> String {
@@ -242,26 +253,31 @@ pub fn diagnose_text(d: &Diagnosis) -> String {
             "note: {name} has global addresses but no default route of its own"
         );
     }
-    let bad = d
-        .addresses
-        .iter()
-        .filter(|a| a.verdict != Verdict::Symmetric)
-        .count();
+    let count = |v: Verdict| d.addresses.iter().filter(|a| a.verdict == v).count();
+    let (asym, none) = (count(Verdict::Asymmetric), count(Verdict::NoRoute));
+    let total = d.addresses.len();
     if d.symmetric {
         let _ = writeln!(
             out,
-            "verdict: symmetric: all {} address(es) reply through the interface they are reached on",
-            d.addresses.len()
+            "verdict: symmetric: all {total} address(es) reply through the interface they are reached on",
         );
     } else {
-        let _ = writeln!(
-            out,
-            "verdict: ASYMMETRIC: {bad} of {} address(es) reply through another interface (a strict rp_filter, NAT or firewall on the way drops those replies)",
-            d.addresses.len()
-        );
+        let mut parts = Vec::new();
+        if asym > 0 {
+            parts.push(format!(
+                "{asym} of {total} address(es) reply through another interface (a strict rp_filter, NAT or firewall on the way drops those replies)"
+            ));
+        }
+        if none > 0 {
+            parts.push(format!(
+                "{none} of {total} address(es) have no way for replies to other subnets (see LEAVES VIA)"
+            ));
+        }
+        let word = if asym > 0 { "ASYMMETRIC" } else { "NO ROUTE" };
+        let _ = writeln!(out, "verdict: {word}: {}", parts.join("; "));
         if let Some(fix) = &d.fix {
             let _ = writeln!(out, "fix: {fix}");
         }
     }
-    out
+    render::escape_lines(&out).into_owned()
 }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{Protocol, RT_TABLE_LOCAL, ReservedProtocol, Table};
+
 /// First table of the default band. 10000-10999 is clear of every band in
 /// common use: reserved tables (0, 252-255), Calico (1-250), sbr (100 up),
 /// Cilium (200-202, 2004, 2005), Tailscale (52), wg-quick (51820) and
@@ -17,10 +19,10 @@ pub const DEFAULT_TABLE_MAX: u32 = 10999;
 /// NetworkManager's WireGuard (~30768-31766), wg-quick (32764-32765) and main
 /// (32766), so a reply from a managed address is decided by its own table.
 pub const DEFAULT_PRIORITY: u32 = 3000;
-/// Protocol tag on every rule and route symroute makes (`proto 115`).
+/// Protocol tag on every rule and route the host writer makes (`proto 115`).
 /// Unassigned in the kernel's rtnetlink.h and iproute2's rt_protos, and not
-/// used by FRR (186-198), BIRD (12), Calico (80) or babel (42).
-pub const DEFAULT_PROTOCOL: u8 = 115;
+/// used by FRR (186-192), BIRD (12), Calico (80) or babel (42).
+pub const DEFAULT_PROTOCOL: Protocol = Protocol::HOST;
 
 /// Default config file, read when present.
 pub const DEFAULT_CONFIG: &str = "/etc/symroute/config.toml";
@@ -35,7 +37,7 @@ pub struct Settings {
     /// Priority of every `from <address>` rule.
     pub priority: u32,
     /// Protocol number tagging every rule and route symroute owns.
-    pub protocol: u8,
+    pub protocol: Protocol,
 }
 
 impl Default for Settings {
@@ -60,6 +62,19 @@ pub enum SettingsError {
     Parse { path: PathBuf, message: String },
     #[error("table band {0}: expected START-END, e.g. 10000-10999")]
     BandSyntax(String),
+    #[error(transparent)]
+    Protocol(#[from] ReservedProtocol),
+    #[error("table band {min}-{max} includes reserved table {table} (the kernel's {reason})")]
+    ReservedTableInBand {
+        min: u32,
+        max: u32,
+        table: u32,
+        reason: &'static str,
+    },
+    #[error(
+        "rule priority {0} must be between 1 and 32765 (0 is local's, 32766 main's, 32767 default's; later ones come after main)"
+    )]
+    Priority(u32),
     #[error("{0}")]
     Invalid(String),
 }
@@ -101,24 +116,22 @@ impl Settings {
                 self.table_min, self.table_max
             )));
         }
-        if self.table_min == 0 || (self.table_min <= 255 && self.table_max >= 252) {
-            return Err(SettingsError::Invalid(format!(
-                "table band {}-{} includes a reserved table (0, 252-255)",
-                self.table_min, self.table_max
-            )));
+        // Reserved tables are 0 and 252-255 (the one rule of
+        // `Table::reserved`): only the part of a band up to 255 can hold one.
+        if let Some(table) = (self.table_min..=self.table_max.min(RT_TABLE_LOCAL))
+            .find(|t| Table::reserved(*t).is_some())
+        {
+            return Err(SettingsError::ReservedTableInBand {
+                min: self.table_min,
+                max: self.table_max,
+                table,
+                reason: Table::reserved(table).unwrap_or("reserved"),
+            });
         }
         if self.priority == 0 || self.priority >= 32766 {
-            return Err(SettingsError::Invalid(format!(
-                "rule priority {} must be between 1 and 32765 (0 is local's, 32766 is main's)",
-                self.priority
-            )));
+            return Err(SettingsError::Priority(self.priority));
         }
-        if self.protocol <= 4 {
-            return Err(SettingsError::Invalid(format!(
-                "protocol {} is one of the kernel's own (0-4: unspec, redirect, kernel, boot, static)",
-                self.protocol
-            )));
-        }
+        Protocol::new(self.protocol.get())?;
         Ok(())
     }
 
@@ -135,16 +148,24 @@ impl Settings {
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(s),
             Err(source) => return Err(SettingsError::Read { path, source }),
         };
-        let cfg: ConfigFile = toml::from_str(&text).map_err(|e| SettingsError::Parse {
-            path: path.clone(),
+        s = Settings::from_config_text(&text, &path)?;
+        Ok(s)
+    }
+
+    /// Settings from the defaults overlaid with the text of config file
+    /// `path` (already read, e.g. by a reader that bounds its size), checked.
+    pub fn from_config_text(text: &str, path: &Path) -> Result<Settings, SettingsError> {
+        let mut s = Settings::default();
+        let cfg: ConfigFile = toml::from_str(text).map_err(|e| SettingsError::Parse {
+            path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         s.overlay(&cfg).map_err(|e| SettingsError::Parse {
-            path: path.clone(),
+            path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         s.validate().map_err(|e| SettingsError::Parse {
-            path,
+            path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         Ok(s)
@@ -161,7 +182,7 @@ impl Settings {
             self.priority = p;
         }
         if let Some(p) = cfg.protocol {
-            self.protocol = p;
+            self.protocol = Protocol::new(p)?;
         }
         Ok(())
     }
@@ -198,7 +219,7 @@ mod tests {
         s.overlay(&cfg).unwrap();
         assert_eq!(
             (s.table_min, s.table_max, s.priority, s.protocol),
-            (20000, 20009, 1234, 77)
+            (20000, 20009, 1234, Protocol::new(77).unwrap())
         );
         assert!(toml::from_str::<ConfigFile>("tables = 3").is_err());
         assert!(parse_band("10").is_err());
@@ -214,11 +235,56 @@ mod tests {
             ..Settings::default()
         };
         assert!(bad.validate().is_err());
-        let bad = Settings {
-            protocol: 2,
+        for p in [0, 2, 4, 9, 12, 16, 42, 99, 186, 192] {
+            let cfg = ConfigFile {
+                protocol: Some(p),
+                ..ConfigFile::default()
+            };
+            let e = Settings::default().overlay(&cfg).unwrap_err();
+            assert!(
+                matches!(e, SettingsError::Protocol(ref r) if r.number == p),
+                "{e}"
+            );
+        }
+        let e = Settings::default()
+            .overlay(&ConfigFile {
+                protocol: Some(9),
+                ..ConfigFile::default()
+            })
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("`ra` (router advertisements)"),
+            "{e}"
+        );
+        for (min, max, table) in [
+            (0, 10, 0),
+            (250, 260, 252),
+            (253, 253, 253),
+            (200, 300, 252),
+        ] {
+            let bad = Settings {
+                table_min: min,
+                table_max: max,
+                ..Settings::default()
+            };
+            assert!(
+                matches!(bad.validate(), Err(SettingsError::ReservedTableInBand { table: t, .. }) if t == table),
+                "{min}-{max}"
+            );
+        }
+        for p in [0, 32766, 32767, 40000] {
+            let bad = Settings {
+                priority: p,
+                ..Settings::default()
+            };
+            assert!(matches!(bad.validate(), Err(SettingsError::Priority(_))));
+        }
+        let ok = Settings {
+            table_min: 1,
+            table_max: 251,
             ..Settings::default()
         };
-        assert!(bad.validate().is_err());
+        ok.validate().unwrap();
     }
 
     #[test]

@@ -12,8 +12,9 @@ use symroute_core::diff::{Op, diff};
 use symroute_core::engine::{self, ApplyOptions, EngineError, execute_all};
 use symroute_core::kernel::Kernel;
 use symroute_core::model::{
-    Family, IfAddr, Link, NextHop, RT_TABLE_MAIN, Route, RouteKind, Rule, Scope, Snapshot,
+    Family, IfAddr, Link, NextHop, RT_TABLE_MAIN, Route, RouteType, Rule, Scope, Snapshot,
 };
+use symroute_core::ownership::{Space, classify};
 use symroute_core::plan::{GatewayHint, Plan, PlanError, PlanRequest, Selection, plan};
 use symroute_core::settings::Settings;
 use symroute_testkit::fake::FakeKernel;
@@ -90,7 +91,7 @@ fn conn(table: u32, dst: &str, oif: u32, src: &str) -> Route {
         oif,
         prefsrc: Some(ip(src)),
         scope: Scope::Link,
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: 0,
         onlink: false,
         protocol: TAG,
@@ -106,7 +107,7 @@ fn dflt(table: u32, gw: &str, oif: u32) -> Route {
         oif,
         prefsrc: None,
         scope: Scope::Universe,
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: 0,
         onlink: false,
         protocol: TAG,
@@ -134,6 +135,7 @@ fn opts(request: PlanRequest) -> ApplyOptions {
         request,
         dry_run: false,
         dad_wait: Duration::ZERO,
+        interrupt: None,
     }
 }
 
@@ -150,25 +152,29 @@ fn sorted<T: Ord + Clone>(v: impl IntoIterator<Item = T>) -> Vec<T> {
     v
 }
 
-fn tagged_rules(s: &Snapshot, tag: u8) -> Vec<Rule> {
-    sorted(s.rules.iter().filter(|r| r.protocol == tag).cloned())
+/// symroute's rules (as the ownership classification says), sorted.
+fn tagged_rules(s: &Snapshot, settings: &Settings) -> Vec<Rule> {
+    sorted(classify(s, &Space::of(settings)).rules)
 }
 
-fn tagged_routes(s: &Snapshot, tag: u8) -> Vec<Route> {
-    sorted(s.routes.iter().filter(|r| r.protocol == tag).cloned())
+fn tagged_routes(s: &Snapshot, settings: &Settings) -> Vec<Route> {
+    sorted(classify(s, &Space::of(settings)).routes)
 }
 
-/// Someone else's rules, in the kernel's list order.
-fn foreign_rules(s: &Snapshot, tag: u8) -> Vec<Rule> {
+/// Every rule that is not symroute's (foreign or a finding), in the
+/// kernel's list order.
+fn foreign_rules(s: &Snapshot, settings: &Settings) -> Vec<Rule> {
+    let own = classify(s, &Space::of(settings));
     s.rules
         .iter()
-        .filter(|r| r.protocol != tag)
+        .filter(|r| !own.rules.contains(r))
         .cloned()
         .collect()
 }
 
-fn foreign_routes(s: &Snapshot, tag: u8) -> Vec<Route> {
-    sorted(s.routes.iter().filter(|r| r.protocol != tag).cloned())
+fn foreign_routes(s: &Snapshot, settings: &Settings) -> Vec<Route> {
+    let own = classify(s, &Space::of(settings));
+    sorted(s.routes.iter().filter(|r| !own.routes.contains(r)).cloned())
 }
 
 /// The whole state, with rule and route order ignored (rollback re-adds a
@@ -203,7 +209,7 @@ fn apply_ok(k: &mut FakeKernel, o: &ApplyOptions) -> engine::ApplyReport {
 
 /// The tagged state equals the plan and status agrees.
 fn assert_converged(k: &mut FakeKernel, o: &ApplyOptions, p: &Plan) {
-    let tag = o.settings.protocol;
+    let tag = &o.settings;
     assert_eq!(tagged_rules(&k.state, tag), p.rules, "rules read back");
     assert_eq!(tagged_routes(&k.state, tag), p.routes, "routes read back");
     let st = engine::status(k, &o.settings, &o.request).unwrap();
@@ -238,8 +244,14 @@ fn apply_on_a_fresh_two_homed_namespace() {
     assert!(rep.ops[..4].iter().all(|o| matches!(o, Op::AddRoute(_))));
     assert!(rep.ops[4..].iter().all(|o| matches!(o, Op::AddRule(_))));
     assert_eq!(k.log, rep.ops);
-    assert_eq!(foreign_rules(&k.state, TAG), foreign_rules(&before, TAG));
-    assert_eq!(foreign_routes(&k.state, TAG), foreign_routes(&before, TAG));
+    assert_eq!(
+        foreign_rules(&k.state, &Settings::default()),
+        foreign_rules(&before, &Settings::default())
+    );
+    assert_eq!(
+        foreign_routes(&k.state, &Settings::default()),
+        foreign_routes(&before, &Settings::default())
+    );
     assert_converged(&mut k, &o, &rep.plan);
     // The kernel's rule list: ours between local and main.
     let prios: Vec<u32> = k
@@ -319,8 +331,8 @@ fn a_namespace_that_became_single_homed_loses_its_objects() {
     k.remove_link(3);
     let rep = apply_ok(&mut k, &o);
     assert!(rep.plan.unmanaged_reason.is_some());
-    assert!(tagged_rules(&k.state, TAG).is_empty());
-    assert!(tagged_routes(&k.state, TAG).is_empty());
+    assert!(tagged_rules(&k.state, &Settings::default()).is_empty());
+    assert!(tagged_routes(&k.state, &Settings::default()).is_empty());
     assert_converged(&mut k, &o, &rep.plan);
 }
 
@@ -486,7 +498,10 @@ fn failure_at_every_step_rolls_everything_back() {
         assert!(rollback_errors.is_empty());
         assert!(e.to_string().contains("rolled back"), "{e}");
         assert_eq!(canonical(&k.state), canonical(&before), "step {k_fail}");
-        assert_eq!(foreign_rules(&k.state, TAG), foreign_rules(&before, TAG));
+        assert_eq!(
+            foreign_rules(&k.state, &Settings::default()),
+            foreign_rules(&before, &Settings::default())
+        );
         // The failing op, then one inverse per op done.
         assert_eq!(k.calls(), 2 * k_fail + 1);
     }
@@ -564,7 +579,7 @@ fn already_there_and_already_gone_are_not_failures() {
     execute_all(&mut k, &ops).unwrap();
     assert_eq!(k.calls(), 4);
     assert_eq!(
-        tagged_rules(&k.state, TAG),
+        tagged_rules(&k.state, &Settings::default()),
         vec![rule("172.18.0.2", 10000), rule("172.19.0.2", 10001)]
     );
     // What was already there is not undone on a later failure.
@@ -584,7 +599,10 @@ fn already_there_and_already_gone_are_not_failures() {
         panic!("{e}")
     };
     assert_eq!(rolled_back, vec![Op::AddRule(rule("172.19.0.2", 10001))]);
-    assert_eq!(tagged_rules(&k.state, TAG), vec![rule("172.18.0.2", 10000)]);
+    assert_eq!(
+        tagged_rules(&k.state, &Settings::default()),
+        vec![rule("172.18.0.2", 10000)]
+    );
 }
 
 #[test]
@@ -608,13 +626,20 @@ fn clean_removes_only_tagged_objects() {
     let rep = apply_ok(&mut k, &o);
     assert_eq!(rep.plan.interfaces[0].table, 10001);
     let before = k.state.clone();
-    let owned = tagged_rules(&before, TAG).len() + tagged_routes(&before, TAG).len();
+    let owned = tagged_rules(&before, &Settings::default()).len()
+        + tagged_routes(&before, &Settings::default()).len();
     let cleaned = engine::clean(&mut k, &o.settings).unwrap();
     assert_eq!(cleaned.removed.len(), owned);
-    assert!(tagged_rules(&k.state, TAG).is_empty());
-    assert!(tagged_routes(&k.state, TAG).is_empty());
-    assert_eq!(foreign_rules(&k.state, TAG), foreign_rules(&before, TAG));
-    assert_eq!(foreign_routes(&k.state, TAG), foreign_routes(&before, TAG));
+    assert!(tagged_rules(&k.state, &Settings::default()).is_empty());
+    assert!(tagged_routes(&k.state, &Settings::default()).is_empty());
+    assert_eq!(
+        foreign_rules(&k.state, &Settings::default()),
+        foreign_rules(&before, &Settings::default())
+    );
+    assert_eq!(
+        foreign_routes(&k.state, &Settings::default()),
+        foreign_routes(&before, &Settings::default())
+    );
     assert!(
         engine::clean(&mut k, &o.settings)
             .unwrap()
@@ -636,7 +661,8 @@ fn clean_keeps_going_past_a_failure() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].errno(), Some(libc::EPERM));
     assert_eq!(
-        tagged_rules(&k.state, TAG).len() + tagged_routes(&k.state, TAG).len(),
+        tagged_rules(&k.state, &Settings::default()).len()
+            + tagged_routes(&k.state, &Settings::default()).len(),
         1
     );
     assert_eq!(engine::clean(&mut k, &o.settings).unwrap().removed.len(), 1);
@@ -1115,7 +1141,7 @@ fn build(sc: &Scenario) -> (FakeKernel, ApplyOptions) {
             oif,
             prefsrc: None,
             scope: Scope::Universe,
-            kind: RouteKind::Unicast,
+            kind: RouteType::UNICAST,
             metric,
             onlink,
             protocol,
@@ -1196,9 +1222,9 @@ fn build(sc: &Scenario) -> (FakeKernel, ApplyOptions) {
                 Scope::Universe
             },
             kind: if oif.is_some() {
-                RouteKind::Unicast
+                RouteType::UNICAST
             } else {
-                RouteKind::Other
+                RouteType::BLACKHOLE
             },
             metric: match family {
                 Family::V4 => [0, 7][f.metric],
@@ -1244,7 +1270,7 @@ fn build(sc: &Scenario) -> (FakeKernel, ApplyOptions) {
                 oif,
                 prefsrc: None,
                 scope: Scope::Universe,
-                kind: RouteKind::Unicast,
+                kind: RouteType::UNICAST,
                 metric,
                 onlink,
                 protocol: TAG,
@@ -1270,7 +1296,7 @@ fn build(sc: &Scenario) -> (FakeKernel, ApplyOptions) {
                     Family::V4 => Scope::Link,
                     Family::V6 => Scope::Universe,
                 },
-                kind: RouteKind::Unicast,
+                kind: RouteType::UNICAST,
                 metric,
                 onlink: false,
                 protocol: TAG,
@@ -1302,25 +1328,16 @@ fn build(sc: &Scenario) -> (FakeKernel, ApplyOptions) {
 }
 
 /// Tables anyone but symroute uses.
-fn foreign_tables(s: &Snapshot, tag: u8) -> BTreeSet<u32> {
-    s.rules
-        .iter()
-        .filter(|r| r.protocol != tag)
-        .map(|r| r.table)
-        .chain(
-            s.routes
-                .iter()
-                .filter(|r| r.protocol != tag)
-                .map(|r| r.table),
-        )
-        .collect()
+fn foreign_tables(s: &Snapshot, tag: &Settings) -> BTreeSet<u32> {
+    classify(s, &Space::of(tag)).others_tables
 }
 
 /// Whether `table` came to `link` from its own tagged objects in `s`.
-fn inherited(s: &Snapshot, tag: u8, link: &Link, table: u32) -> bool {
-    s.tagged_routes(tag)
+fn inherited(s: &Snapshot, tag: &Settings, link: &Link, table: u32) -> bool {
+    tagged_routes(s, tag)
+        .iter()
         .any(|r| r.table == table && r.oif == link.index)
-        || s.tagged_rules(tag).any(|r| {
+        || tagged_rules(s, tag).iter().any(|r| {
             r.table == table
                 && link
                     .global_addrs()
@@ -1331,12 +1348,12 @@ fn inherited(s: &Snapshot, tag: u8, link: &Link, table: u32) -> bool {
 /// Property (f): one table per interface, inside the band; a table not
 /// inherited from the interface's own tagged objects is used by nobody else.
 fn check_tables(s: &Snapshot, settings: &Settings, p: &Plan) -> Result<(), TestCaseError> {
-    let tag = settings.protocol;
+    let tag = settings;
     let foreign = foreign_tables(s, tag);
-    let ours: BTreeSet<u32> = s
-        .tagged_rules(tag)
+    let ours: BTreeSet<u32> = tagged_rules(s, tag)
+        .iter()
         .map(|r| r.table)
-        .chain(s.tagged_routes(tag).map(|r| r.table))
+        .chain(tagged_routes(s, tag).iter().map(|r| r.table))
         .collect();
     let mut seen = BTreeSet::new();
     for i in &p.interfaces {
@@ -1378,12 +1395,12 @@ fn check_plan_error(
     before: &Snapshot,
     settings: &Settings,
 ) -> Result<(), TestCaseError> {
-    let tag = settings.protocol;
+    let tag = settings;
     match e {
         PlanError::ForeignConflict { table, .. } => {
             prop_assert!(
-                before.tagged_rules(tag).any(|r| r.table == *table)
-                    || before.tagged_routes(tag).any(|r| r.table == *table),
+                tagged_rules(before, tag).iter().any(|r| r.table == *table)
+                    || tagged_routes(before, tag).iter().any(|r| r.table == *table),
                 "conflict in table {} that is not a kept one",
                 table
             );
@@ -1418,7 +1435,7 @@ fn check_plan_error(
 /// Properties (a), (b), (f): apply converges, leaves foreign objects alone,
 /// and picks sound tables. Returns the plan when apply succeeded.
 fn apply_and_check(k: &mut FakeKernel, o: &ApplyOptions) -> Result<Option<Plan>, TestCaseError> {
-    let tag = o.settings.protocol;
+    let tag = &o.settings;
     let before = k.state.clone();
     let calls = k.calls();
     let expected = plan(&before, &o.settings, &o.request);
@@ -1440,7 +1457,19 @@ fn apply_and_check(k: &mut FakeKernel, o: &ApplyOptions) -> Result<Option<Plan>,
     prop_assert_eq!(tagged_rules(&k.state, tag), rep.plan.rules.clone());
     prop_assert_eq!(tagged_routes(&k.state, tag), rep.plan.routes.clone());
     let st = engine::status(k, &o.settings, &o.request).unwrap();
-    prop_assert!(st.in_sync, "missing {:?} extra {:?}", st.missing, st.extra);
+    prop_assert!(
+        st.missing.is_empty() && st.extra.is_empty(),
+        "missing {:?} extra {:?}",
+        st.missing,
+        st.extra
+    );
+    // Only a shadowing rule of someone else's keeps it out of sync.
+    prop_assert_eq!(
+        st.in_sync,
+        st.shadowed().next().is_none(),
+        "{:?}",
+        st.findings
+    );
     prop_assert_eq!(&st.plan.rules, &rep.plan.rules);
     prop_assert_eq!(&st.plan.routes, &rep.plan.routes);
     let again = engine::apply(k, o).unwrap();
@@ -1603,9 +1632,9 @@ proptest! {
         if apply_first {
             let _ = engine::apply(&mut k, &o);
         }
-        let tag = o.settings.protocol;
+        let tag = &o.settings;
         let before = k.state.clone();
-        let owned = before.tagged_rules(tag).count() + before.tagged_routes(tag).count();
+        let owned = tagged_rules(&before, tag).len() + tagged_routes(&before, tag).len();
         let rep = engine::clean(&mut k, &o.settings).unwrap();
         prop_assert_eq!(rep.removed.len(), owned);
         prop_assert!(tagged_rules(&k.state, tag).is_empty(), "{:?}", tagged_rules(&k.state, tag));
@@ -1622,7 +1651,7 @@ proptest! {
     #[test]
     fn diff_of_a_state_with_itself_is_empty(sc in scenario()) {
         let (k, o) = build(&sc);
-        let tag = o.settings.protocol;
+        let tag = &o.settings;
         let mut rules = tagged_rules(&k.state, tag);
         rules.dedup(); // duplicate actual rules are stale by design
         let routes = tagged_routes(&k.state, tag);
@@ -1648,10 +1677,10 @@ proptest! {
         let Ok(p) = plan(&k0.state, &o.settings, &o.request) else {
             return Ok(());
         };
-        let tag = o.settings.protocol;
+        let tag = &o.settings;
         // In the snapshot's order, as the engine reads them.
-        let rules: Vec<Rule> = k0.state.tagged_rules(tag).cloned().collect();
-        let routes: Vec<Route> = k0.state.tagged_routes(tag).cloned().collect();
+        let own = classify(&k0.state, &Space::of(tag));
+        let (rules, routes) = (own.rules, own.routes);
         let ops = diff(&p.rules, &p.routes, &rules, &routes);
         // Which steps do something (an add of what is there already, or a
         // delete of what is gone, is skipped and has nothing to undo).

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use symroute_core::diff::{Op, diff};
 use symroute_core::model::{
-    Family, IfAddr, Link, NextHop, RT_TABLE_MAIN, Route, RouteKind, Rule, Scope, Snapshot,
+    Family, IfAddr, Link, NextHop, RT_TABLE_MAIN, Route, RouteType, Rule, Scope, Snapshot,
 };
 use symroute_core::plan::{
     GatewayChoice, GatewayHint, GatewaySource, Plan, PlanError, PlanRequest, Selection, plan,
@@ -193,7 +193,7 @@ fn conn(table: u32, dst: &str, oif: u32, src: &str) -> Route {
             Family::V4 => Scope::Link,
             Family::V6 => Scope::Universe,
         },
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: metric(family),
         onlink: false,
         protocol: TAG,
@@ -215,7 +215,7 @@ fn dflt(table: u32, gw: &str, oif: u32) -> Route {
         oif,
         prefsrc: None,
         scope: Scope::Universe,
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: metric(family),
         onlink: false,
         protocol: TAG,
@@ -480,7 +480,7 @@ fn ipv4_connected_route_has_src_and_scope_link() {
     assert_eq!(r.gateway, None);
     assert_eq!(r.prefsrc, Some(ip("172.19.0.2")));
     assert_eq!(r.scope, Scope::Link);
-    assert_eq!(r.kind, RouteKind::Unicast);
+    assert_eq!(r.kind, RouteType::UNICAST);
     assert_eq!(r.metric, 0);
     assert_eq!(r.protocol, TAG);
     assert!(!r.onlink && r.multipath.is_empty());
@@ -602,7 +602,7 @@ fn ipv6_default_via_link_local_gateway_in_main() {
         oif: 2,
         prefsrc: None,
         scope: Scope::Universe,
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: 1024,
         onlink: false,
         protocol: TAG,
@@ -615,7 +615,7 @@ fn ipv6_default_via_link_local_gateway_in_main() {
         oif: 2,
         prefsrc: None,
         scope: Scope::Universe,
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: 1024,
         onlink: false,
         protocol: TAG,
@@ -977,7 +977,7 @@ fn lowest_metric_default_in_main_wins_per_interface() {
 fn non_unicast_and_non_main_defaults_are_not_gateways() {
     let mut s = two_homed();
     s.routes.push(Route {
-        kind: RouteKind::Other,
+        kind: RouteType::BLACKHOLE,
         ..main_default("172.18.0.1", 2, 0)
     });
     s.routes.push(Route {
@@ -1220,11 +1220,13 @@ fn settings_choose_band_priority_and_protocol() {
         table_min: 20000,
         table_max: 20009,
         priority: 1234,
-        protocol: 77,
+        protocol: symroute_core::model::Protocol::new(77).unwrap(),
     };
     let mut s = two_homed();
-    // Objects with 115 are someone else's under these settings.
-    s.rules.push(rule("172.18.0.2", 20000));
+    // Objects with 115 are someone else's under these settings (from an
+    // address on no interface: one from eth0's address would make eth0
+    // "managed by another writer").
+    s.rules.push(rule("172.18.0.99", 20000));
     let p = plan(&s, &settings, &hints(&[("eth0", "172.18.0.1")])).unwrap();
     assert_eq!(table_of(&p, "eth0"), 20001);
     assert_eq!(table_of(&p, "eth1"), 20002);

@@ -8,9 +8,11 @@ use std::path::Path;
 use bollard::Docker;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde::Serialize;
 
+use crate::engine_api::{Connector, EngineApi, EngineVersion};
 use crate::model::{ContainerInfo, InspectError};
 
 /// Default Engine API socket.
@@ -34,6 +36,10 @@ pub enum DockerError {
         what: String,
         source: bollard::errors::Error,
     },
+    /// An engine that is not reached through bollard (another client, a
+    /// test double) failed.
+    #[error("engine {what}: {message}")]
+    Engine { what: String, message: String },
     #[error(transparent)]
     Inspect(#[from] InspectError),
 }
@@ -225,7 +231,7 @@ impl DockerClient {
 
     /// Container and network events, from now on. The stream ends when
     /// dockerd goes away.
-    pub fn events(&self) -> impl Stream<Item = Result<Event, DockerError>> + use<> {
+    pub fn events(&self) -> BoxStream<'static, Result<Event, DockerError>> {
         let mut filters: HashMap<&str, Vec<&str>> = HashMap::new();
         filters.insert("type", vec!["container", "network"]);
         filters.insert(
@@ -233,11 +239,69 @@ impl DockerClient {
             vec!["start", "die", "destroy", "connect", "disconnect"],
         );
         let opts = EventsOptionsBuilder::new().filters(&filters).build();
-        self.docker.events(Some(opts)).filter_map(|r| async move {
-            match r {
-                Ok(m) => event_from(&m).map(Ok),
-                Err(e) => Some(Err(api("events")(e))),
-            }
+        self.docker
+            .events(Some(opts))
+            .filter_map(|r| async move {
+                match r {
+                    Ok(m) => event_from(&m).map(Ok),
+                    Err(e) => Some(Err(api("events")(e))),
+                }
+            })
+            .boxed()
+    }
+}
+
+// The trait delegates to the inherent methods (which callers without the
+// trait in scope, like the CLI, use directly).
+impl EngineApi for DockerClient {
+    fn endpoint(&self) -> String {
+        self.socket.clone()
+    }
+
+    async fn version(&self) -> Result<EngineVersion, DockerError> {
+        let v = self.docker.version().await.map_err(api("version"))?;
+        let name = v
+            .components
+            .as_ref()
+            .and_then(|c| c.first())
+            .map(|c| c.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "Docker Engine".to_string());
+        Ok(EngineVersion {
+            name,
+            version: v.version.unwrap_or_default(),
+            api_version: self.api_version(),
         })
+    }
+
+    async fn running(&self) -> Result<Vec<String>, DockerError> {
+        DockerClient::running(self).await
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, DockerError> {
+        DockerClient::inspect(self, id).await
+    }
+
+    async fn network(&self, id: &str) -> Result<NetworkInfo, DockerError> {
+        DockerClient::network(self, id).await
+    }
+
+    fn events(&self) -> BoxStream<'static, Result<Event, DockerError>> {
+        DockerClient::events(self)
+    }
+}
+
+/// Connects a [`DockerClient`] to `--docker-host`, else DOCKER_HOST, else
+/// the default socket: the daemon's real [`Connector`].
+#[derive(Debug, Clone, Default)]
+pub struct DockerConnector {
+    pub host: Option<String>,
+}
+
+impl Connector for DockerConnector {
+    type Api = DockerClient;
+
+    async fn connect(&self) -> Result<DockerClient, DockerError> {
+        DockerClient::connect(self.host.as_deref()).await
     }
 }

@@ -10,7 +10,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::client::{DockerClient, DockerError, NetworkInfo};
+use crate::client::{DockerError, NetworkInfo};
+use crate::engine_api::EngineApi;
 use crate::explain::{Explanation, explain, host_interface};
 use crate::model::{ContainerInfo, NetworkMode};
 use symroute_core::diagnose::{Diagnosis, diagnose};
@@ -76,7 +77,7 @@ fn rp_filter(dev: &str) -> Option<u8> {
 
 /// Diagnose one container.
 pub async fn diagnose_container(
-    client: &DockerClient,
+    client: &impl EngineApi,
     name_or_id: &str,
 ) -> Result<ContainerDiagnosis, DockerError> {
     let info = client.inspect(name_or_id).await?;

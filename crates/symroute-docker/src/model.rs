@@ -229,6 +229,18 @@ impl ContainerInfo {
     pub fn netns_path(&self) -> Option<String> {
         self.pid.map(|p| format!("/proc/{p}/ns/net"))
     }
+
+    /// Where the container's network namespace can be opened, best first:
+    /// its init process's `/proc/PID/ns/net` (always right for a running
+    /// container), then the engine's `SandboxKey` (Docker's
+    /// `/var/run/docker/netns/…`, Podman's `/run/netns/netns-…`), which
+    /// outlives a process that is being replaced.
+    pub fn netns_paths(&self) -> Vec<String> {
+        self.netns_path()
+            .into_iter()
+            .chain(self.sandbox_key.clone())
+            .collect()
+    }
 }
 
 /// Whether the daemon manages a container.

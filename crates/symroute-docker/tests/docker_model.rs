@@ -3,8 +3,8 @@
 
 use bollard::models::{ContainerInspectResponse, EventMessage};
 use symroute_core::model::{IfAddr, Link, Snapshot};
-use symroute_docker::client::{EventKind, event_from, socket_path};
 use symroute_docker::model::{ContainerInfo, Decision, NetworkMode, decide, plan_request};
+use symroute_docker::{EventKind, event_from, socket_path};
 
 /// An inspect answer as dockerd 20.10 sends it (trimmed), for a container on
 /// two bridge networks with a published port.

@@ -33,11 +33,10 @@ mod common;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,11 +45,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::docker::{DOCKER, DockerLab, log_tail};
+use common::docker::{DOCKER, DockerLab, api, log_tail};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::rule::{RuleAttribute, RuleMessage};
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
-use serde_json::{Value, json};
+use serde_json::Value;
 use symroute_linux::netns::Netns;
 
 /// symroute's protocol tag, and the baseline's.
@@ -78,83 +77,9 @@ fn realtime_ns() -> i64 {
 // Engine API (HTTP/1.0 over the unix socket)
 // ---------------------------------------------------------------------------
 
-fn api(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> String {
-    let what = format!("{method} {path}");
-    let mut s = UnixStream::connect(socket).unwrap_or_else(|e| panic!("{what}: connect: {e}"));
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} /v1.41{path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes())
-        .unwrap_or_else(|e| panic!("{what}: send: {e}"));
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)
-        .unwrap_or_else(|e| panic!("{what}: read: {e}"));
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("{what}: {answer:?}"));
-    let code: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    assert!((200..300).contains(&code), "{what}: HTTP {code}: {body}");
-    body.to_string()
-}
-
 /// Create a sleeping container on NET_A, connected to NET_B: its id.
 fn create_two(socket: &Path, image: &str, name: &str) -> String {
-    let created = api(
-        socket,
-        "POST",
-        &format!("/containers/create?name={name}"),
-        Some(&json!({
-            "Image": image,
-            "Cmd": ["/bin/sleep", "3600"],
-            "HostConfig": { "NetworkMode": NET_A },
-            "NetworkingConfig": { "EndpointsConfig": { NET_A: {} } },
-        })),
-    );
-    let id = serde_json::from_str::<Value>(&created)
-        .ok()
-        .and_then(|v| v["Id"].as_str().map(str::to_string))
-        .unwrap_or_else(|| panic!("create {name}: {created}"));
-    api(
-        socket,
-        "POST",
-        &format!("/networks/{NET_B}/connect"),
-        Some(&json!({ "Container": id })),
-    );
-    id
-}
-
-fn start(socket: &Path, id: &str) {
-    api(socket, "POST", &format!("/containers/{id}/start"), None);
-}
-
-fn sandbox_key(socket: &Path, id: &str) -> String {
-    let v: Value =
-        serde_json::from_str(&api(socket, "GET", &format!("/containers/{id}/json"), None))
-            .expect("inspect JSON");
-    v["NetworkSettings"]["SandboxKey"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Remove containers, four clients at a time.
-fn remove_all(socket: &Path, ids: &[String]) {
-    let chunk = ids.len().div_ceil(4).max(1);
-    std::thread::scope(|s| {
-        for part in ids.chunks(chunk) {
-            s.spawn(move || {
-                for id in part {
-                    api(socket, "DELETE", &format!("/containers/{id}?force=1"), None);
-                }
-            });
-        }
-    });
+    api::create_two(socket, image, name, NET_A, NET_B)
 }
 
 // ---------------------------------------------------------------------------
@@ -499,31 +424,13 @@ impl Drop for Proc {
 }
 
 fn metrics(netns: &Netns, addr: SocketAddr) -> Option<String> {
-    netns
-        .run(move || -> io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        })
-        .ok()?
-        .ok()
-}
-
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(name)
-            .and_then(|r| r.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
+    api::scrape(netns, addr).ok()
 }
 
 fn wait_metric(netns: &Netns, addr: SocketAddr, name: &str, value: f64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if metrics(netns, addr).and_then(|t| sample(&t, name)) == Some(value) {
+        if metrics(netns, addr).and_then(|t| api::sample(&t, name)) == Some(value) {
             return;
         }
         assert!(
@@ -631,10 +538,10 @@ fn measure(
     for i in 0..=n {
         let name = format!("{prefix}{i}");
         let id = create_two(&socket, image, &name);
-        start(&socket, &id);
+        api::start(&socket, &id);
         run.ids.push(id.clone());
         let seen = watcher.next().unwrap_or_else(|e| panic!("{name}: {e}"));
-        let key = sandbox_key(&socket, &id);
+        let key = api::sandbox_key(&socket, &id);
         assert!(
             key.ends_with(&format!("/{}", seen.sandbox)),
             "{name}: the watcher followed sandbox {} but the container's is {key}",
@@ -754,8 +661,8 @@ fn main() {
     }
     // One sandbox so dockerd creates its netns folder, then watch it.
     let probe = create_two(&socket, image, "probe");
-    start(&socket, &probe);
-    remove_all(&socket, &[probe]);
+    api::start(&socket, &probe);
+    api::remove_all(&socket, &[probe]);
     let events = StartEvents::start(&lab);
     let watcher = RuleWatcher::start(lab.dir().join("exec/netns"));
     println!(
@@ -807,12 +714,12 @@ fn main() {
     std::thread::sleep(Duration::from_secs(10));
     let c1 = cpu_ticks(pid);
     let text = metrics(&netns, addr).unwrap_or_default();
-    let own = sample(&text, "symroute_event_to_converged_seconds_sum").unwrap_or(0.0)
-        / sample(&text, "symroute_event_to_converged_seconds_count").unwrap_or(1.0);
-    let errors = sample(&text, "symroute_errors_total").unwrap_or(-1.0);
+    let own = api::sample(&text, "symroute_event_to_converged_seconds_sum").unwrap_or(0.0)
+        / api::sample(&text, "symroute_event_to_converged_seconds_count").unwrap_or(1.0);
+    let errors = api::sample(&text, "symroute_errors_total").unwrap_or(-1.0);
     daemon.stop();
     let t = Instant::now();
-    remove_all(&socket, &sym.ids);
+    api::remove_all(&socket, &sym.ids);
     println!(
         "removed {} containers in {:.1} s",
         sym.ids.len(),
@@ -839,7 +746,7 @@ fn main() {
         load()
     );
     baseline.stop();
-    remove_all(&socket, &base.ids);
+    api::remove_all(&socket, &base.ids);
 
     println!();
     println!(

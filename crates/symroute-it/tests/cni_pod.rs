@@ -12,7 +12,25 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use cni_harness::{Att, Meta, PluginRun, PodLab, ip, ok, plugin_conf};
-use common::{assert_same_dump, dump, dump_foreign, owned};
+use common::{Dump, assert_same_dump, dump};
+
+/// The CNI plugin's own tag (the host writer's is 115).
+const CNI_TAG: u8 = 116; // symroute_core::model::Protocol::CNI
+
+/// The plugin's objects in `ns`, sorted.
+fn owned(
+    ns: &symroute_testkit::lab::Ns,
+) -> (
+    Vec<symroute_core::model::Rule>,
+    Vec<symroute_core::model::Route>,
+) {
+    common::owned_with(ns, CNI_TAG)
+}
+
+/// Every rule and route of `ns` not tagged with the plugin's protocol.
+fn dump_foreign(ns: &symroute_testkit::lab::Ns) -> Dump {
+    common::dump_filtered(ns, |p| p != CNI_TAG)
+}
 use serde_json::{Value, json};
 use symroute_core::diff::Op;
 use symroute_core::kernel::Kernel;
@@ -223,7 +241,7 @@ fn check_names_what_is_missing_and_extra() {
         priority: 3000,
         src: Some(cni_harness::net("203.0.113.50/32")),
         table: 10099,
-        protocol: 115,
+        protocol: CNI_TAG,
         other_selectors: false,
     };
     let mut k = NetlinkKernel::new(lab.pod.netns().socket().expect("socket"));
@@ -471,7 +489,7 @@ fn status_version_and_log_file() {
     let text = std::fs::read_to_string(&log).expect("log file");
     assert!(
         text.contains("ADD pod1/net1: table 10000")
-            && text.contains("add rule from 203.0.113.50/32"),
+            && text.contains("+ rule  from 203.0.113.50/32"),
         "{text}"
     );
 }

@@ -54,6 +54,17 @@ fn bad_targets_exit_2_with_a_clear_message() {
         ] {
             let out = symroute(&cmd);
             out.expect(2);
+            if cmd.contains(&"--json") {
+                // Errors under --json are JSON on stdout (issue 7, case 11).
+                let v = out.json();
+                assert_eq!(v["code"], 2, "{cmd:?}: {v}");
+                assert!(
+                    v["error"].as_str().is_some_and(|e| e.contains(expect)),
+                    "{cmd:?}: {v}"
+                );
+                assert!(out.stderr.is_empty(), "{cmd:?}: {}", out.stderr);
+                continue;
+            }
             assert!(
                 out.stderr.starts_with("symroute: ") && out.stderr.contains(expect),
                 "{cmd:?}: {}",
@@ -104,8 +115,17 @@ fn bad_gateways_exit_2_with_a_clear_message_and_change_nothing() {
         ] {
             let out = symroute(&cmd);
             out.expect(2);
-            assert!(out.stderr.contains(expect), "{cmd:?}: {}", out.stderr);
-            assert!(out.stdout.is_empty(), "{cmd:?}: {}", out.stdout);
+            if cmd.contains(&"--json") {
+                // Errors under --json are JSON on stdout.
+                let v = out.json();
+                assert!(
+                    v["error"].as_str().is_some_and(|e| e.contains(expect)),
+                    "{cmd:?}: {v}"
+                );
+            } else {
+                assert!(out.stderr.contains(expect), "{cmd:?}: {}", out.stderr);
+                assert!(out.stdout.is_empty(), "{cmd:?}: {}", out.stdout);
+            }
             assert_same_dump(&before, &dump(&lab.ctr), &format!("{cmd:?}"));
         }
     }
@@ -152,8 +172,8 @@ fn own_objects_with(tag: u8) -> (usize, usize) {
         .snapshot()
         .unwrap_or_else(|e| panic!("read our own rules and routes: {e}"));
     (
-        snap.tagged_rules(tag).count(),
-        snap.tagged_routes(tag).count(),
+        snap.rules.iter().filter(|r| r.protocol == tag).count(),
+        snap.routes.iter().filter(|r| r.protocol == tag).count(),
     )
 }
 
@@ -192,7 +212,7 @@ fn host_namespace_is_refused_with_exit_2_before_anything_changes() {
     // The library refuses without opening anything but the namespace file.
     for t in [Target::Pid(1), Target::Netns(own.clone().into())] {
         match target::open(&t, true, false) {
-            Err(NetnsError::HostNamespace { path }) => assert_eq!(path, t.path()),
+            Err(NetnsError::HostNamespace { path, .. }) => assert_eq!(path, t.path()),
             Err(NetnsError::Open { path, source }) if !pid1_readable && t == Target::Pid(1) => {
                 assert_eq!(path, t.path());
                 assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied);

@@ -148,7 +148,9 @@ fn foreign_objects_inside_the_band_are_left_alone_and_their_tables_skipped() {
         &lab,
         &[
             "route add 203.0.113.0/24 via 172.18.0.1 dev eth1 table 10000 proto static",
-            "rule add from 172.18.0.2 lookup 10000 priority 3000 proto static",
+            // From an address on no interface: one from eth1's own address
+            // would make eth1 "managed by another writer" (skipped).
+            "rule add from 172.18.0.99 lookup 10000 priority 3000 proto static",
             // A rule alone marks a table as taken, too.
             "rule add fwmark 0x1 lookup 10001 priority 2000",
         ],
@@ -213,7 +215,9 @@ fn rollback_case(
         // Through eth0: the sabotage of eth1 must not take foreign state
         // with it, so that the final comparison is about symroute alone.
         "route add 203.0.113.0/24 via 172.19.0.1 dev eth0 table 10000 proto static",
-        "rule add from 172.18.0.2 lookup 10000 priority 3000 proto static",
+        // Not from eth1's own address (that would make eth1 "managed by
+        // another writer").
+        "rule add from 172.18.0.99 lookup 10000 priority 3000 proto static",
     ] {
         ip_cmd(&lab.ctr, line);
     }

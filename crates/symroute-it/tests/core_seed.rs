@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use symroute_core::model::{Family, RouteKind};
+use symroute_core::model::{Family, RouteType};
 use symroute_testkit::lab::seed::{
     BANNER, CTR_BACK_ADDR, CTR_BACK_ADDR6, CTR_FRONT_ADDR, CTR_FRONT_ADDR6, SERVICE_PORT,
 };
@@ -134,7 +134,7 @@ fn seed_ipv6_fe80_gateway_tcp_fails_before_apply_works_after_fails_after_clean()
             && r.is_default()
             && r.gateway == Some(ip("fe80::1"))
             && r.oif == eth1_index
-            && r.kind == RouteKind::Unicast),
+            && r.kind == RouteType::UNICAST),
         "no `default via fe80::1 dev eth1 table {eth1_table}` read back: {routes:#?}"
     );
     assert!(

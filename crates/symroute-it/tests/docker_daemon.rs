@@ -16,11 +16,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
@@ -29,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::docker::macvlan::{self, MacvlanLab};
 use common::docker::routed::{self, RoutedLab};
-use common::docker::{DockerLab, log_tail};
+use common::docker::{DockerLab, api, log_tail};
 use common::{BIN, TAG, assert_blocked, assert_connects, assert_same_dump, dump, require_root};
 use ipnet::IpNet;
 use serde_json::{Value, json};
@@ -167,23 +166,7 @@ impl Daemon {
 
     /// `GET /metrics` from inside the daemon's namespace.
     fn metrics_text(&self) -> Result<String, String> {
-        let addr = self.metrics;
-        let answer = self
-            .netns
-            .run(move || -> io::Result<String> {
-                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-                s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-                let mut text = String::new();
-                s.read_to_string(&mut text)?;
-                Ok(text)
-            })
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("GET http://{addr}/metrics: {e}"))?;
-        match answer.split_once("\r\n\r\n") {
-            Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
-            _ => Err(format!("unexpected answer: {answer:?}")),
-        }
+        api::scrape(&self.netns, self.metrics)
     }
 
     /// One sample's value, e.g. `symroute_errors_total` or
@@ -192,14 +175,14 @@ impl Daemon {
         let text = self
             .metrics_text()
             .unwrap_or_else(|e| panic!("metrics of the daemon: {e}"));
-        sample(&text, name).unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+        api::sample(&text, name).unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
     }
 
     fn wait_metric(&self, name: &str, value: f64) {
         self.wait(&format!("metric {name} == {value}"), || {
             self.metrics_text()
                 .ok()
-                .and_then(|t| sample(&t, name))
+                .and_then(|t| api::sample(&t, name))
                 .is_some_and(|v| v == value)
         });
     }
@@ -311,16 +294,6 @@ fn msg(line: &Value) -> &str {
         .unwrap_or("")
 }
 
-/// The value of the sample `name` (with its labels, if any) in a Prometheus
-/// text exposition.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
-}
-
 /// Wait up to `bound` for `done` (polled every [`POLL`]); how long it took.
 /// Panics naming `what` after `bound`.
 fn wait_for(bound: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
@@ -361,8 +334,18 @@ fn try_tagged(path: &Path) -> Result<(Vec<Rule>, Vec<Route>), String> {
     let snap = NetlinkKernel::new(sock)
         .snapshot()
         .map_err(|e| e.to_string())?;
-    let mut rules: Vec<Rule> = snap.tagged_rules(TAG).cloned().collect();
-    let mut routes: Vec<Route> = snap.tagged_routes(TAG).cloned().collect();
+    let mut rules: Vec<Rule> = snap
+        .rules
+        .iter()
+        .filter(|r| r.protocol == TAG)
+        .cloned()
+        .collect();
+    let mut routes: Vec<Route> = snap
+        .routes
+        .iter()
+        .filter(|r| r.protocol == TAG)
+        .cloned()
+        .collect();
     rules.sort();
     routes.sort();
     Ok((rules, routes))
@@ -464,88 +447,6 @@ fn run_multi(lab: &DockerLab, name: &str, opts: &[&str], first: &str, more: &[&s
 /// The container's state from `docker inspect`.
 fn state(lab: &DockerLab, id: &str) -> Value {
     lab.inspect(id)["State"].clone()
-}
-
-/// A minimal Engine API client on the lab's socket (HTTP/1.0, one
-/// connection per request): what the churn needs without spawning the CLI
-/// hundreds of times. `(status, body)`.
-fn api(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> Result<(u16, String), String> {
-    let what = format!("{method} {path}");
-    let mut s = UnixStream::connect(socket).map_err(|e| format!("{what}: connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| format!("{what}: {e}"))?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} /v1.41{path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("{what}: send: {e}"))?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)
-        .map_err(|e| format!("{what}: read: {e}"))?;
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{what}: no HTTP head in {answer:?}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{what}: bad status line in {head:?}"))?;
-    Ok((code, body.to_string()))
-}
-
-fn api_ok(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> String {
-    match api(socket, method, path, body) {
-        Ok((code, body)) if (200..300).contains(&code) => body,
-        Ok((code, body)) => panic!("{method} {path}: HTTP {code}: {body}"),
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// Create a sleeping container on `first`, connect it to `second` while it
-/// is created (so both networks exist when it starts), start it: its id.
-fn api_start_two(socket: &Path, image: &str, name: &str, first: &str, second: &str) -> String {
-    let created = api_ok(
-        socket,
-        "POST",
-        &format!("/containers/create?name={name}"),
-        Some(&json!({
-            "Image": image,
-            "Cmd": ["/bin/sleep", "3600"],
-            "HostConfig": { "NetworkMode": first },
-            "NetworkingConfig": { "EndpointsConfig": { first: {} } },
-        })),
-    );
-    let id = serde_json::from_str::<Value>(&created)
-        .ok()
-        .and_then(|v| v["Id"].as_str().map(str::to_string))
-        .unwrap_or_else(|| panic!("create {name}: no Id in {created}"));
-    api_ok(
-        socket,
-        "POST",
-        &format!("/networks/{second}/connect"),
-        Some(&json!({ "Container": id })),
-    );
-    api_ok(socket, "POST", &format!("/containers/{id}/start"), None);
-    id
-}
-
-fn api_pid(socket: &Path, id: &str) -> u32 {
-    let body = api_ok(socket, "GET", &format!("/containers/{id}/json"), None);
-    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("inspect {id}: {e}"));
-    let pid = v["State"]["Pid"].as_u64().unwrap_or(0);
-    assert!(pid > 0, "container {id} not running: {}", v["State"]);
-    u32::try_from(pid).expect("pid fits")
-}
-
-fn api_rm(socket: &Path, id: &str) {
-    api_ok(socket, "DELETE", &format!("/containers/{id}?force=1"), None);
 }
 
 // ---------------------------------------------------------------------------
@@ -1157,7 +1058,7 @@ fn churn_of_many_containers_leaks_nothing_and_converges_the_survivors() {
     );
 
     let converged = |id: &String| -> bool {
-        let pid = api_pid(&socket, id);
+        let pid = api::pid(&socket, id);
         try_tagged(Path::new(&format!("/proc/{pid}/ns/net"))).is_ok_and(|(r, _)| r.len() == 2)
     };
     let mut survivors: Vec<String> = Vec::new();
@@ -1171,11 +1072,11 @@ fn churn_of_many_containers_leaks_nothing_and_converges_the_survivors() {
             .collect();
         started += names.len();
         let ids = parallel(&names, |name| {
-            api_start_two(&socket, image, name, "churn-a", "churn-b")
+            api::start_two(&socket, image, name, "churn-a", "churn-b")
         });
         // Meanwhile the previous batch loses half its containers.
         let (gone, keep) = previous.split_at(previous.len() / 2);
-        parallel(gone, |id| api_rm(&socket, id));
+        parallel(gone, |id| api::rm(&socket, id));
         removed += gone.len();
         survivors.extend_from_slice(keep);
         wait_for(CONVERGE, "a churn batch converged", || {
@@ -1213,7 +1114,7 @@ fn churn_of_many_containers_leaks_nothing_and_converges_the_survivors() {
     }
     let mut expect_ns: BTreeSet<(u64, u64)> = survivors
         .iter()
-        .map(|id| ns_id(format!("/proc/{}/ns/net", api_pid(&socket, id))).expect("survivor ns"))
+        .map(|id| ns_id(format!("/proc/{}/ns/net", api::pid(&socket, id))).expect("survivor ns"))
         .collect();
     expect_ns.insert(own_ns);
     let held: BTreeSet<(u64, u64)> = socket_namespaces(d.pid).into_keys().collect();
@@ -1229,7 +1130,7 @@ fn churn_of_many_containers_leaks_nothing_and_converges_the_survivors() {
 
     // Remove every survivor: back to the start.
     let t_rm = Instant::now();
-    parallel(&survivors, |id| api_rm(&socket, id));
+    parallel(&survivors, |id| api::rm(&socket, id));
     removed += survivors.len();
     assert_eq!(removed, started);
     d.wait_metric("symroute_containers_managed", 0.0);
@@ -1334,7 +1235,7 @@ fn missing_or_refusing_docker_socket_is_reported_and_retried() {
         || {
             d.metrics_text()
                 .ok()
-                .and_then(|t| sample(&t, "symroute_docker_connected"))
+                .and_then(|t| api::sample(&t, "symroute_docker_connected"))
                 == Some(1.0)
         },
     );

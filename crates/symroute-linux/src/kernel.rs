@@ -23,8 +23,7 @@ use crate::netlink::{NetlinkError, NlSocket};
 use symroute_core::diff::Op;
 use symroute_core::kernel::{Cause, Kernel, KernelError, RouteAnswer, RouteQuery};
 use symroute_core::model::{
-    Family, IfAddr, Link, NextHop, RT_TABLE_LOCAL, Route, RouteKind, Rule, Scope, Snapshot,
-    format_mac,
+    Family, IfAddr, Link, NextHop, RT_TABLE_LOCAL, Route, Rule, Scope, Snapshot, format_mac,
 };
 
 /// The real kernel, through a netlink socket bound to one namespace.
@@ -165,10 +164,7 @@ pub(crate) fn parse_route(m: &RouteMessage) -> Option<Route> {
             RouteScope::Link => Scope::Link,
             _ => Scope::Other,
         },
-        kind: match m.header.kind {
-            RouteType::Unicast => RouteKind::Unicast,
-            _ => RouteKind::Other,
-        },
+        kind: symroute_core::model::RouteType(u8::from(m.header.kind)),
         metric: 0,
         onlink: m.header.flags.contains(RouteFlags::Onlink),
         protocol: proto_u8(m.header.protocol),
@@ -395,7 +391,7 @@ impl Kernel for NetlinkKernel {
                     gateway: None,
                     prefsrc: None,
                     table: u32::from(r.header.table),
-                    kind: u8::from(r.header.kind),
+                    kind: symroute_core::model::RouteType(u8::from(r.header.kind)),
                 };
                 for a in &r.attributes {
                     match a {

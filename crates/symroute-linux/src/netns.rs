@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, setns};
@@ -24,10 +24,21 @@ pub enum NetnsError {
     },
     #[error("{path} is not a network namespace")]
     NotNetns { path: PathBuf },
+    /// The host's namespace (the initial network namespace). The text
+    /// names no flag: each edge adds its own way to override.
     #[error(
-        "{path} is the host's own network namespace (that of PID 1); refusing to change the host's routing (pass --allow-host-netns to override)"
+        "{path} is the host's own network namespace (the initial network namespace, {how}); refusing to change the host's routing"
     )]
-    HostNamespace { path: PathBuf },
+    HostNamespace { path: PathBuf, how: String },
+    /// Neither the kernel nor PID 1 can tell whether `path` is the host's.
+    #[error(
+        "cannot tell whether {path} is the host's own network namespace (the initial one): kernel {release} gives the initial namespace no fixed inode (Linux 6.18 and later do) and /proc/1/ns/net cannot be read ({pid1}); refusing to change it"
+    )]
+    HostUndecidable {
+        path: PathBuf,
+        release: String,
+        pid1: std::io::Error,
+    },
     #[error("entering network namespace {path}: {source}")]
     Enter { path: PathBuf, source: nix::Error },
     #[error("netlink socket in network namespace {path}: {source}")]
@@ -51,10 +62,16 @@ impl Netns {
     /// is a network namespace.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, NetnsError> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|source| NetnsError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        // Without blocking (a FIFO given as the path must not hang), and
+        // checked to be nsfs before anything else is done with it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|source| NetnsError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| NetnsError::Open {
             path: path.clone(),
             source: e.into(),
@@ -100,30 +117,43 @@ impl Netns {
         Ok((m.dev(), m.ino()))
     }
 
-    /// Whether this is the host's namespace: that of PID 1, or, where PID 1's
-    /// cannot be read (some sandboxes hide it), the one symroute itself runs in.
+    /// Whether this is the host's network namespace (the initial one).
+    ///
+    /// Decided by, in order: the fixed inode of the initial network
+    /// namespace ([`PROC_NET_INIT_INO`]), which proves "host" on any kernel
+    /// and, on kernels that have it (6.18 and later), its absence proves "not
+    /// host"; then PID 1's namespace where it can be read. Where neither
+    /// decides, [`NetnsError::HostUndecidable`]: never a guess from the
+    /// namespace symroute itself runs in (`ip netns exec X symroute ...`
+    /// would make every other namespace, the host's too, look foreign).
     pub fn is_host(&self) -> Result<bool, NetnsError> {
         let me = self.id()?;
-        let same = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()) == me).ok();
-        match same("/proc/1/ns/net") {
-            Some(true) => Ok(true),
-            Some(false) => Ok(false),
-            None => {
-                let own = Path::new("/proc/self/ns/net");
-                let m = std::fs::metadata(own).map_err(|source| NetnsError::Open {
-                    path: own.to_path_buf(),
-                    source,
-                })?;
-                Ok((m.dev(), m.ino()) == me)
-            }
+        let release = kernel_release();
+        let pid1 = std::fs::metadata("/proc/1/ns/net").map(|m| (m.dev(), m.ino()));
+        match host_decision(me, parse_release(&release), pid1.as_ref().ok().copied()) {
+            Some(host) => Ok(host),
+            None => Err(NetnsError::HostUndecidable {
+                path: self.path.clone(),
+                release,
+                pid1: pid1
+                    .err()
+                    .unwrap_or_else(|| std::io::Error::other("unreadable")),
+            }),
         }
     }
 
-    /// Fail with [`NetnsError::HostNamespace`] if this is the host's namespace.
+    /// Fail with [`NetnsError::HostNamespace`] if this is the host's
+    /// namespace, or [`NetnsError::HostUndecidable`] if that cannot be told.
     pub fn refuse_host(&self) -> Result<(), NetnsError> {
         if self.is_host()? {
+            let (_, ino) = self.id()?;
             return Err(NetnsError::HostNamespace {
                 path: self.path.clone(),
+                how: if ino == PROC_NET_INIT_INO {
+                    format!("inode {ino}")
+                } else {
+                    "that of PID 1".to_string()
+                },
             });
         }
         Ok(())
@@ -184,5 +214,82 @@ impl Netns {
     }
 }
 
+/// The inode of the initial network namespace on nsfs, `NET_NS_INIT_INO`
+/// in linux/nsfs.h (`PROC_NET_INIT_INO` in linux/proc_ns.h): fixed since
+/// Linux 6.18; earlier kernels numbered it like any other namespace.
+/// Namespaces other than the initial ones get inodes from 0xF0000000 up
+/// (`proc_alloc_inum`), so this number is never anyone else's.
+pub const PROC_NET_INIT_INO: u64 = 0xEFFF_FFF9;
+
+/// First kernel release whose initial network namespace has
+/// [`PROC_NET_INIT_INO`].
+const FIXED_INIT_INO_SINCE: (u32, u32) = (6, 18);
+
+/// The running kernel's release (`uname -r`).
+fn kernel_release() -> String {
+    nix_uname_release().unwrap_or_else(|| "(unknown)".to_string())
+}
+
+fn nix_uname_release() -> Option<String> {
+    // SAFETY: uname fills the struct it is given; it is zeroed first.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return None;
+    }
+    // SAFETY: uname NUL-terminates every field.
+    let c = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) };
+    Some(c.to_string_lossy().into_owned())
+}
+
+/// "6.18.44-fc-v657" → (6, 18).
+fn parse_release(r: &str) -> Option<(u32, u32)> {
+    let mut it = r.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Host or not, from the namespace's (dev, inode), the kernel's release and
+/// PID 1's namespace (when readable); `None` when nothing decides.
+fn host_decision(
+    me: (u64, u64),
+    release: Option<(u32, u32)>,
+    pid1: Option<(u64, u64)>,
+) -> Option<bool> {
+    if me.1 == PROC_NET_INIT_INO {
+        return Some(true);
+    }
+    if release.is_some_and(|r| r >= FIXED_INIT_INO_SINCE) {
+        return Some(false);
+    }
+    pid1.map(|p| p == me)
+}
+
 /// `_IO(0xb7, 0x3)` from linux/nsfs.h.
 const NS_GET_NSTYPE: u64 = 0xb703;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_decision_never_guesses() {
+        let init = (4, PROC_NET_INIT_INO);
+        let other = (4, 0xF000_0123);
+        assert_eq!(host_decision(init, Some((5, 10)), None), Some(true));
+        assert_eq!(host_decision(init, None, Some(other)), Some(true));
+        assert_eq!(host_decision(other, Some((6, 18)), None), Some(false));
+        assert_eq!(host_decision(other, Some((7, 0)), Some(other)), Some(false));
+        assert_eq!(host_decision(other, Some((6, 17)), Some(other)), Some(true));
+        assert_eq!(
+            host_decision(other, Some((6, 17)), Some((4, 9))),
+            Some(false)
+        );
+        assert_eq!(host_decision(other, Some((6, 17)), None), None);
+        assert_eq!(host_decision(other, None, None), None);
+        assert_eq!(parse_release("6.18.44-fc-v657"), Some((6, 18)));
+        assert_eq!(parse_release("5.4.0"), Some((5, 4)));
+        assert_eq!(parse_release("junk"), None);
+    }
+}

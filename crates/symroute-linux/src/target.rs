@@ -13,10 +13,14 @@ pub enum Target {
 }
 
 impl Target {
-    /// How the target is named on the command line (`--netns PATH`).
+    /// How the target is named on the command line (`--netns PATH`), the
+    /// path shell-quoted.
     pub fn as_args(&self) -> String {
         match self {
-            Target::Netns(p) => format!("--netns {}", p.display()),
+            Target::Netns(p) => format!(
+                "--netns {}",
+                symroute_core::render::shell_quote(&p.display().to_string())
+            ),
             Target::Pid(p) => format!("--pid {p}"),
         }
     }

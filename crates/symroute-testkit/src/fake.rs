@@ -12,7 +12,10 @@
 //! - `DelRule` removes the first rule (in list order) matching the attributes
 //!   the message carries: family and priority always, table and protocol when
 //!   non-zero, the source when there is one. Nothing matching: ENOENT. The
-//!   message carries no other selectors, so it can match a rule that has some.
+//!   message carries no other selectors, so it can match a rule that has some
+//!   (a "delete" of a tagged `iif` rule can remove symroute's own `from`
+//!   rule listed before it), and it always names a table, so it never
+//!   matches a rule without one (blackhole, unreachable, goto).
 //! - `AddRoute` goes out with `NLM_F_EXCL`. The route is validated first, as
 //!   in `fib_create_info()` / `ip6_route_info_create()`: a device is needed
 //!   (ENODEV), it must exist (ENODEV) and be up (ENETDOWN); a preferred
@@ -25,8 +28,10 @@
 //!   multipath, IPv6 metric 0 read back as 1024.
 //! - `DelRoute` removes the first route matching table, prefix, and metric,
 //!   protocol, device and gateway when given; for IPv4 also the route type
-//!   (unicast), the scope and the preferred source when given, as
-//!   `fib_table_delete()` does. Nothing matching: ESRCH.
+//!   (the message's is unicast: a blackhole or unreachable route seeded into
+//!   `state` never matches), the scope and the preferred source when given,
+//!   as `fib_table_delete()` does; IPv6 ignores the type, as
+//!   `ip6_route_del()` does. Nothing matching: ESRCH.
 //!
 //! Failures can be injected ([`FakeKernel::fail_at`]); every call to
 //! [`Kernel::execute`] is logged. [`Kernel::route_get`] is not emulated:
@@ -51,7 +56,7 @@ use ipnet::IpNet;
 use symroute_core::diff::Op;
 use symroute_core::kernel::{Kernel, KernelError, RouteAnswer, RouteQuery, errno_error};
 use symroute_core::model::{
-    Family, IfAddr, Link, RT_TABLE_MAIN, Route, RouteKind, Rule, Scope, Snapshot,
+    Family, IfAddr, Link, RT_TABLE_MAIN, Route, RouteType, Rule, Scope, Snapshot,
 };
 
 /// `proto kernel`: what the kernel tags its own routes and built-in rules with.
@@ -277,7 +282,7 @@ pub fn connected_route(index: u32, a: &IfAddr) -> Option<Route> {
             Family::V4 => Scope::Link,
             Family::V6 => Scope::Universe,
         },
-        kind: RouteKind::Unicast,
+        kind: RouteType::UNICAST,
         metric: match family {
             Family::V4 => 0,
             Family::V6 => IPV6_PREFIX_ROUTE_METRIC,
@@ -399,7 +404,7 @@ fn message_scope(r: &Route) -> Scope {
 /// What the kernel stores for an add message built from `r`.
 fn stored_route(r: &Route) -> Route {
     let mut s = r.clone();
-    s.kind = RouteKind::Unicast;
+    s.kind = RouteType::UNICAST;
     s.scope = message_scope(r);
     s.multipath.clear();
     if r.family() == Family::V6 && s.metric == 0 {
@@ -420,7 +425,7 @@ fn is_local_addr(state: &Snapshot, a: &IpAddr) -> bool {
 fn covers_gateway(state: &Snapshot, table: u32, oif: u32, gw: &IpAddr) -> bool {
     state.routes.iter().any(|x| {
         x.table == table
-            && x.kind == RouteKind::Unicast
+            && x.kind.is_unicast()
             && x.gateway.is_none()
             && x.multipath.is_empty()
             && x.oif == oif
@@ -476,7 +481,7 @@ fn route_matches_delete(existing: &Route, del: &Route) -> bool {
         Family::V6 => basic,
         Family::V4 => {
             basic
-                && existing.kind == RouteKind::Unicast
+                && existing.kind.is_unicast()
                 && existing.scope == message_scope(del)
                 && (del.prefsrc.is_none() || existing.prefsrc == del.prefsrc)
         }
@@ -491,210 +496,4 @@ fn del_route(state: &mut Snapshot, r: &Route) -> Result<(), i32> {
         .ok_or(libc::ESRCH)?;
     state.routes.remove(at);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v4(s: &str) -> IfAddr {
-        IfAddr {
-            net: s.parse().unwrap(),
-            global: true,
-            tentative: false,
-            dad_failed: false,
-        }
-    }
-
-    fn link(index: u32, up: bool, addrs: Vec<IfAddr>) -> Link {
-        Link {
-            index,
-            name: format!("eth{}", index - 2),
-            mac: None,
-            up,
-            loopback: false,
-            addrs,
-        }
-    }
-
-    fn rule(src: &str, table: u32, protocol: u8) -> Rule {
-        Rule {
-            family: Family::V4,
-            priority: 3000,
-            src: Some(src.parse().unwrap()),
-            table,
-            protocol,
-            other_selectors: false,
-        }
-    }
-
-    fn route(dst: &str, gw: Option<&str>, table: u32, oif: u32) -> Route {
-        Route {
-            table,
-            dst: dst.parse().unwrap(),
-            gateway: gw.map(|g| g.parse().unwrap()),
-            oif,
-            prefsrc: None,
-            scope: if gw.is_some() {
-                Scope::Universe
-            } else {
-                Scope::Link
-            },
-            kind: RouteKind::Unicast,
-            metric: 0,
-            onlink: false,
-            protocol: 115,
-            multipath: Vec::new(),
-        }
-    }
-
-    fn errno(r: Result<(), KernelError>) -> Option<i32> {
-        r.err().and_then(|e| e.errno())
-    }
-
-    #[test]
-    fn rules_exclusive_add_and_delete_by_given_attributes() {
-        let mut k = FakeKernel::with_links(vec![]);
-        let r = rule("10.0.0.2/32", 10000, 115);
-        k.execute(&Op::AddRule(r.clone())).unwrap();
-        assert_eq!(
-            errno(k.execute(&Op::AddRule(r.clone()))),
-            Some(libc::EEXIST)
-        );
-        // Another protocol is another rule.
-        k.execute(&Op::AddRule(rule("10.0.0.2/32", 10000, 3)))
-            .unwrap();
-        // Inserted by priority: between local (0) and main (32766).
-        let prios: Vec<u32> = k
-            .state
-            .rules
-            .iter()
-            .filter(|x| x.family == Family::V4)
-            .map(|x| x.priority)
-            .collect();
-        assert_eq!(prios, vec![0, 3000, 3000, 32766, 32767]);
-        k.execute(&Op::DelRule(r.clone())).unwrap();
-        assert_eq!(errno(k.execute(&Op::DelRule(r))), Some(libc::ENOENT));
-        assert!(k.state.rules.iter().any(|x| x.protocol == 3));
-        assert_eq!(k.calls(), 5);
-    }
-
-    #[test]
-    fn rule_messages_without_a_source_match_any_source() {
-        let mut k = FakeKernel::with_links(vec![]);
-        k.execute(&Op::AddRule(rule("10.0.0.2/32", 10000, 115)))
-            .unwrap();
-        let from_all = Rule {
-            src: None,
-            ..rule("10.0.0.2/32", 10000, 115)
-        };
-        // rule_exists() skips the source when the new rule has none...
-        assert_eq!(
-            errno(k.execute(&Op::AddRule(from_all.clone()))),
-            Some(libc::EEXIST)
-        );
-        // ...and so does rule_find() on delete.
-        k.execute(&Op::DelRule(from_all)).unwrap();
-        assert!(k.state.rules.iter().all(|r| r.protocol != 115));
-    }
-
-    #[test]
-    fn routes_need_an_up_device_and_a_reachable_gateway() {
-        let mut k = FakeKernel::with_links(vec![
-            link(2, true, vec![v4("10.0.0.2/24")]),
-            link(3, false, vec![v4("10.1.0.2/24")]),
-        ]);
-        let down = route("10.1.0.0/24", None, 10001, 3);
-        assert_eq!(errno(k.execute(&Op::AddRoute(down))), Some(libc::ENETDOWN));
-        let off = route("0.0.0.0/0", Some("10.9.0.1"), 10000, 2);
-        assert_eq!(
-            errno(k.execute(&Op::AddRoute(off.clone()))),
-            Some(libc::ENETUNREACH)
-        );
-        let onlink = Route {
-            onlink: true,
-            ..off
-        };
-        k.execute(&Op::AddRoute(onlink.clone())).unwrap();
-        assert_eq!(
-            errno(k.execute(&Op::AddRoute(onlink.clone()))),
-            Some(libc::EEXIST)
-        );
-        // Reachable through main's connected route.
-        let via = route("10.5.0.0/16", Some("10.0.0.1"), 10000, 2);
-        k.execute(&Op::AddRoute(via.clone())).unwrap();
-        k.execute(&Op::DelRoute(via.clone())).unwrap();
-        assert_eq!(errno(k.execute(&Op::DelRoute(via))), Some(libc::ESRCH));
-        // IPv4 delete matches the scope.
-        let wrong_scope = Route {
-            scope: Scope::Link,
-            ..onlink.clone()
-        };
-        assert_eq!(
-            errno(k.execute(&Op::DelRoute(wrong_scope))),
-            Some(libc::ESRCH)
-        );
-        k.execute(&Op::DelRoute(onlink)).unwrap();
-    }
-
-    #[test]
-    fn ipv6_metric_zero_reads_back_as_1024() {
-        let a = IfAddr {
-            net: "2001:db8::2/64".parse().unwrap(),
-            global: true,
-            tentative: false,
-            dad_failed: false,
-        };
-        let mut k = FakeKernel::with_links(vec![link(2, true, vec![a])]);
-        let mut r = route("2001:db8::/64", None, 10000, 2);
-        r.scope = Scope::Universe;
-        k.execute(&Op::AddRoute(r.clone())).unwrap();
-        let stored = k.state.routes.iter().find(|x| x.table == 10000).unwrap();
-        assert_eq!(stored.metric, 1024);
-        r.metric = 1024;
-        assert_eq!(errno(k.execute(&Op::AddRoute(r))), Some(libc::EEXIST));
-    }
-
-    #[test]
-    fn injected_failures_change_nothing() {
-        let mut k = FakeKernel::with_links(vec![]);
-        k.fail_at = Some(1);
-        k.fail_count = 2;
-        let r = rule("10.0.0.2/32", 10000, 115);
-        k.execute(&Op::AddRule(r.clone())).unwrap();
-        let before = k.state.clone();
-        assert_eq!(errno(k.execute(&Op::DelRule(r.clone()))), Some(libc::EPERM));
-        assert_eq!(errno(k.execute(&Op::DelRule(r.clone()))), Some(libc::EPERM));
-        assert_eq!(k.state, before);
-        k.execute(&Op::DelRule(r)).unwrap();
-        assert_eq!(k.calls(), 4);
-    }
-
-    #[test]
-    fn link_events_follow_the_kernel() {
-        let mut k = FakeKernel::with_links(vec![link(2, true, vec![v4("10.0.0.2/24")])]);
-        k.execute(&Op::AddRoute(route(
-            "0.0.0.0/0",
-            Some("10.0.0.1"),
-            10000,
-            2,
-        )))
-        .unwrap();
-        k.execute(&Op::AddRule(rule("10.0.0.2/32", 10000, 115)))
-            .unwrap();
-        k.set_link_up(2, false);
-        assert!(k.state.routes.is_empty());
-        assert_eq!(k.state.rules.len(), builtin_rules().len() + 1);
-        k.set_link_up(2, true);
-        assert_eq!(k.state.routes.len(), 1);
-        assert_eq!(k.state.routes[0].table, RT_TABLE_MAIN);
-        k.add_addr(2, v4("10.0.0.3/24"));
-        assert_eq!(k.state.routes.len(), 1);
-        k.remove_addr(2, "10.0.0.2/24".parse().unwrap());
-        assert_eq!(k.state.routes.len(), 1);
-        k.remove_addr(2, "10.0.0.3/24".parse().unwrap());
-        assert!(k.state.routes.is_empty());
-        k.remove_link(2);
-        assert!(k.state.links.is_empty());
-    }
 }

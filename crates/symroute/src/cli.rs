@@ -163,103 +163,123 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(v * mult))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Shell {
-    Bash,
-    Zsh,
-    Fish,
-    Elvish,
-    Powershell,
+/// `symroute apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Gateway of an interface, IFNAME=ADDRESS (repeatable; IPv6 fe80:: gateways allowed)
+    #[arg(long = "gateway", value_name = "IFNAME=ADDR")]
+    pub gateways: Vec<GatewayHint>,
+    /// Manage the namespace even when it has a single interface with global addresses
+    #[arg(long)]
+    pub all_interfaces: bool,
+    /// Print the plan as `ip` commands (shell-quoted, ready to paste); change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan and the result as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for tentative (DAD) IPv6 addresses
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    pub dad_wait: f64,
+    /// Allow changing the host's own network namespace (the initial one)
+    #[arg(long)]
+    pub allow_host_netns: bool,
+    /// How long to wait for another symroute writer of the same namespace
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+}
+
+/// `symroute status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Gateways as given to apply (IFNAME=ADDR), to compare against the same plan
+    #[arg(long = "gateway", value_name = "IFNAME=ADDR")]
+    pub gateways: Vec<GatewayHint>,
+    /// As for apply
+    #[arg(long)]
+    pub all_interfaces: bool,
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+}
+
+/// `symroute clean`.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Allow changing the host's own network namespace (the initial one)
+    #[arg(long)]
+    pub allow_host_netns: bool,
+    /// How long to wait for another symroute writer of the same namespace
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
+    /// Print what was removed as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+}
+
+/// `symroute diagnose`.
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    #[command(flatten)]
+    pub target: DiagnoseTarget,
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub docker_args: DockerArgs,
+}
+
+/// `symroute daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub docker: DockerArgs,
+    /// How often to re-read every container, e.g. 60s, 5m
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub resync_interval: std::time::Duration,
+    /// Manage only containers labelled symroute.enable=true
+    #[arg(long)]
+    pub require_label: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Log format
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// On SIGTERM/SIGINT, remove symroute's rules and routes from every managed container
+    #[arg(long)]
+    pub clean_on_exit: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Add per-interface tables and source rules so every reply leaves where its request came in
     #[command(after_help = EXAMPLES_APPLY)]
-    Apply {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// Gateway of an interface, IFNAME=ADDRESS (repeatable; IPv6 fe80:: gateways allowed)
-        #[arg(long = "gateway", value_name = "IFNAME=ADDR")]
-        gateways: Vec<GatewayHint>,
-        /// Manage the namespace even when it has a single interface with global addresses
-        #[arg(long)]
-        all_interfaces: bool,
-        /// Print the plan as `ip` commands; change nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the plan and the result as JSON
-        #[arg(long)]
-        json: bool,
-        /// Seconds to wait for tentative (DAD) IPv6 addresses
-        #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
-        dad_wait: f64,
-        /// Allow changing the host's own network namespace (that of PID 1)
-        #[arg(long)]
-        allow_host_netns: bool,
-        #[command(flatten)]
-        docker: DockerArgs,
-    },
+    Apply(ApplyArgs),
     /// Show interfaces, tables, rules and whether the kernel matches the plan (exit 1 when not)
     #[command(after_help = EXAMPLES_STATUS)]
-    Status {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// Gateways as given to apply (IFNAME=ADDR), to compare against the same plan
-        #[arg(long = "gateway", value_name = "IFNAME=ADDR")]
-        gateways: Vec<GatewayHint>,
-        /// As for apply
-        #[arg(long)]
-        all_interfaces: bool,
-        /// Print as JSON
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        docker: DockerArgs,
-    },
-    /// Remove every rule and route carrying symroute's tag, nothing else
+    Status(StatusArgs),
+    /// Remove every rule and route symroute owns, nothing else
     #[command(after_help = EXAMPLES_CLEAN)]
-    Clean {
-        #[command(flatten)]
-        target: TargetArgs,
-        /// Allow changing the host's own network namespace (that of PID 1)
-        #[arg(long)]
-        allow_host_netns: bool,
-        #[command(flatten)]
-        docker: DockerArgs,
-    },
+    Clean(CleanArgs),
     /// Show which way each reply would leave, and why the default route is where it is
     #[command(after_help = EXAMPLES_DIAGNOSE)]
-    Diagnose {
-        #[command(flatten)]
-        target: DiagnoseTarget,
-        /// Print as JSON
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        docker_args: DockerArgs,
-    },
+    Diagnose(DiagnoseArgs),
     /// Watch Docker and keep every multi-homed container symmetric
     #[command(after_help = EXAMPLES_DAEMON)]
-    Daemon {
-        #[command(flatten)]
-        docker: DockerArgs,
-        /// How often to re-read every container, e.g. 60s, 5m
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-        resync_interval: std::time::Duration,
-        /// Manage only containers labelled symroute.enable=true
-        #[arg(long)]
-        require_label: bool,
-        /// Serve Prometheus metrics at http://ADDR/metrics (off by default)
-        #[arg(long, value_name = "ADDR")]
-        metrics_listen: Option<std::net::SocketAddr>,
-        /// Log format
-        #[arg(long, value_enum, default_value = "text")]
-        log_format: LogFormat,
-        /// On SIGTERM/SIGINT, remove symroute's rules and routes from every managed container
-        #[arg(long)]
-        clean_on_exit: bool,
-    },
+    Daemon(DaemonArgs),
     /// Rebuild the seed's broken setup in throwaway namespaces, fix it, and show each step
     #[command(after_help = EXAMPLES_DEMO)]
     Demo,
@@ -269,7 +289,7 @@ pub enum Command {
     )]
     Completions {
         #[arg(value_enum)]
-        shell: Shell,
+        shell: clap_complete::Shell,
     },
     /// Copy the CNI plugin into a node's CNI binary directory, atomically, and check it answers
     InstallCni(crate::commands::install_cni::InstallCniArgs),
@@ -279,4 +299,17 @@ pub enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+}
+
+impl Command {
+    /// Whether the command was asked for JSON output (errors then are JSON too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Apply(a) => a.json,
+            Command::Status(a) => a.json,
+            Command::Clean(a) => a.json,
+            Command::Diagnose(a) => a.json,
+            _ => false,
+        }
+    }
 }

@@ -1,23 +1,38 @@
-//! Prometheus metrics in the text exposition format, and a minimal HTTP
-//! endpoint serving them at /metrics.
+//! The daemon's Prometheus metrics, kept in a `prometheus-client` registry
+//! and rendered in its text exposition (OpenMetrics 1.0, which Prometheus
+//! scrapes as it does the classic text format: the same sample lines). The
+//! HTTP endpoint serving them is [`super::http`].
+//!
+//! Samples (names and help texts as before the move to `prometheus-client`;
+//! in OpenMetrics a counter's `# HELP`/`# TYPE` lines name the family
+//! without `_total`, the sample keeps it):
+//!
+//! - `symroute_containers_managed` gauge;
+//! - `symroute_reconciles_total{outcome="changed"|"unchanged"|"error"}`;
+//! - `symroute_errors_total`, `symroute_docker_events_total` counters;
+//! - `symroute_docker_connected` gauge (0 or 1);
+//! - `symroute_event_to_converged_seconds` histogram ([`LATENCY_BUCKETS`]).
 
-use std::fmt::Write;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds (seconds) of the event-to-converged latency histogram.
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Outcome of one reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The kernel was changed.
     Changed,
     /// Already in sync.
@@ -25,154 +40,123 @@ pub enum Outcome {
     Error,
 }
 
-#[derive(Debug, Default)]
+impl Outcome {
+    const ALL: [Outcome; 3] = [Outcome::Changed, Outcome::Unchanged, Outcome::Error];
+
+    fn label(self) -> [(&'static str, &'static str); 1] {
+        [(
+            "outcome",
+            match self {
+                Outcome::Changed => "changed",
+                Outcome::Unchanged => "unchanged",
+                Outcome::Error => "error",
+            },
+        )]
+    }
+}
+
+type OutcomeLabel = [(&'static str, &'static str); 1];
+
+/// The daemon's metrics; cheap to update from the loop, rendered on scrape.
+#[derive(Debug)]
 pub struct Metrics {
-    managed: AtomicU64,
-    changed: AtomicU64,
-    unchanged: AtomicU64,
-    failed: AtomicU64,
-    errors: AtomicU64,
-    docker_connected: AtomicU64,
-    events: AtomicU64,
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_ns: AtomicU64,
+    registry: Registry,
+    managed: Gauge,
+    reconciles: Family<OutcomeLabel, Counter>,
+    errors: Counter,
+    docker_connected: Gauge,
+    events: Counter,
+    latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let managed = Gauge::default();
+        let reconciles = Family::<OutcomeLabel, Counter>::default();
+        let errors = Counter::default();
+        let docker_connected = Gauge::default();
+        let events = Counter::default();
+        let latency = Histogram::new(LATENCY_BUCKETS);
+        // Every outcome is exposed from the start, at 0.
+        for o in Outcome::ALL {
+            let _ = reconciles.get_or_create(&o.label());
+        }
+        // prometheus-client ends every help text with a full stop itself.
+        let mut registry = Registry::default();
+        registry.register(
+            "symroute_containers_managed",
+            "Containers whose namespace symroute manages",
+            managed.clone(),
+        );
+        registry.register(
+            "symroute_reconciles",
+            "Reconciles by outcome",
+            reconciles.clone(),
+        );
+        registry.register(
+            "symroute_errors",
+            "Errors (Docker API, namespaces, kernel)",
+            errors.clone(),
+        );
+        registry.register(
+            "symroute_docker_connected",
+            "Whether the Docker event stream is connected",
+            docker_connected.clone(),
+        );
+        registry.register(
+            "symroute_docker_events",
+            "Docker events acted on",
+            events.clone(),
+        );
+        registry.register(
+            "symroute_event_to_converged_seconds",
+            "From a Docker event's timestamp to symroute's rules being in the kernel",
+            latency.clone(),
+        );
+        Metrics {
+            registry,
+            managed,
+            reconciles,
+            errors,
+            docker_connected,
+            events,
+            latency,
+        }
+    }
 }
 
 impl Metrics {
-    pub fn set_managed(&self, n: usize) {
-        self.managed.store(n as u64, Ordering::Relaxed);
-    }
-    pub fn reconcile(&self, o: Outcome) {
-        match o {
-            Outcome::Changed => &self.changed,
-            Outcome::Unchanged => &self.unchanged,
-            Outcome::Error => &self.failed,
-        }
-        .fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn event(&self) {
-        self.events.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn set_connected(&self, up: bool) {
-        self.docker_connected
-            .store(u64::from(up), Ordering::Relaxed);
-    }
-    pub fn latency(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            if s <= *b {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_ns.fetch_add(
-            d.as_nanos().min(u128::from(u64::MAX)) as u64,
-            Ordering::Relaxed,
-        );
+    pub(crate) fn set_managed(&self, n: usize) {
+        self.managed.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// The text exposition format.
+    pub(crate) fn reconcile(&self, o: Outcome) {
+        self.reconciles.get_or_create(&o.label()).inc();
+    }
+
+    pub(crate) fn error(&self) {
+        self.errors.inc();
+    }
+
+    pub(crate) fn event(&self) {
+        self.events.inc();
+    }
+
+    pub(crate) fn set_connected(&self, up: bool) {
+        self.docker_connected.set(i64::from(up));
+    }
+
+    pub(crate) fn latency(&self, d: Duration) {
+        self.latency.observe(d.as_secs_f64());
+    }
+
+    /// The text exposition.
     pub fn render(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "# HELP symroute_containers_managed Containers whose namespace symroute manages.\n# TYPE symroute_containers_managed gauge\nsymroute_containers_managed {}",
-            g(&self.managed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP symroute_reconciles_total Reconciles by outcome.\n# TYPE symroute_reconciles_total counter\nsymroute_reconciles_total{{outcome=\"changed\"}} {}\nsymroute_reconciles_total{{outcome=\"unchanged\"}} {}\nsymroute_reconciles_total{{outcome=\"error\"}} {}",
-            g(&self.changed),
-            g(&self.unchanged),
-            g(&self.failed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP symroute_errors_total Errors (Docker API, namespaces, kernel).\n# TYPE symroute_errors_total counter\nsymroute_errors_total {}",
-            g(&self.errors)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP symroute_docker_connected Whether the Docker event stream is connected.\n# TYPE symroute_docker_connected gauge\nsymroute_docker_connected {}",
-            g(&self.docker_connected)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP symroute_docker_events_total Docker events acted on.\n# TYPE symroute_docker_events_total counter\nsymroute_docker_events_total {}",
-            g(&self.events)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP symroute_event_to_converged_seconds From a Docker event's timestamp to symroute's rules being in the kernel.\n# TYPE symroute_event_to_converged_seconds histogram"
-        );
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "symroute_event_to_converged_seconds_bucket{{le=\"{b}\"}} {}",
-                g(&self.buckets[i])
-            );
-        }
-        let count = g(&self.latency_count);
-        let _ = writeln!(
-            s,
-            "symroute_event_to_converged_seconds_bucket{{le=\"+Inf\"}} {count}\nsymroute_event_to_converged_seconds_sum {}\nsymroute_event_to_converged_seconds_count {count}",
-            g(&self.latency_sum_ns) as f64 / 1e9
-        );
+        // Writing into a String cannot fail.
+        let _ = encode(&mut s, &self.registry);
         s
     }
-}
-
-/// Serve `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let mut n = 0;
-            // Read the request head (bounded in size and time).
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while n < buf.len() {
-                    match conn.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => n += k,
-                    }
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) =
-                if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
-                    ("200 OK", metrics.render())
-                } else {
-                    ("404 Not Found", "not found: try /metrics\n".to_string())
-                };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(resp.as_bytes()).await;
-            let _ = conn.shutdown().await;
-        });
-    }
-}
-
-/// Bind the metrics listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 #[cfg(test)]
@@ -189,13 +173,29 @@ mod tests {
         m.latency(Duration::from_millis(3));
         m.latency(Duration::from_millis(30));
         let t = m.render();
-        assert!(t.contains("symroute_containers_managed 3"));
-        assert!(t.contains("symroute_reconciles_total{outcome=\"changed\"} 1"));
-        assert!(t.contains("symroute_reconciles_total{outcome=\"unchanged\"} 2"));
-        assert!(t.contains("symroute_event_to_converged_seconds_bucket{le=\"0.0025\"} 0"));
-        assert!(t.contains("symroute_event_to_converged_seconds_bucket{le=\"0.005\"} 1"));
-        assert!(t.contains("symroute_event_to_converged_seconds_bucket{le=\"0.05\"} 2"));
-        assert!(t.contains("symroute_event_to_converged_seconds_bucket{le=\"+Inf\"} 2"));
-        assert!(t.contains("symroute_event_to_converged_seconds_count 2"));
+        for line in [
+            "# HELP symroute_containers_managed Containers whose namespace symroute manages.",
+            "symroute_containers_managed 3",
+            "# HELP symroute_reconciles Reconciles by outcome.",
+            "symroute_reconciles_total{outcome=\"changed\"} 1",
+            "symroute_reconciles_total{outcome=\"unchanged\"} 2",
+            "symroute_reconciles_total{outcome=\"error\"} 0",
+            "# HELP symroute_errors Errors (Docker API, namespaces, kernel).",
+            "symroute_errors_total 0",
+            "# HELP symroute_docker_connected Whether the Docker event stream is connected.",
+            "symroute_docker_connected 0",
+            "# HELP symroute_docker_events Docker events acted on.",
+            "symroute_docker_events_total 0",
+            "# HELP symroute_event_to_converged_seconds From a Docker event's timestamp to symroute's rules being in the kernel.",
+            "# TYPE symroute_event_to_converged_seconds histogram",
+            "symroute_event_to_converged_seconds_bucket{le=\"0.0025\"} 0",
+            "symroute_event_to_converged_seconds_bucket{le=\"0.005\"} 1",
+            "symroute_event_to_converged_seconds_bucket{le=\"0.05\"} 2",
+            "symroute_event_to_converged_seconds_bucket{le=\"+Inf\"} 2",
+            "symroute_event_to_converged_seconds_count 2",
+        ] {
+            assert!(t.lines().any(|l| l == line), "no line {line:?} in:\n{t}");
+        }
+        assert!(t.ends_with("# EOF\n"));
     }
 }

@@ -40,6 +40,8 @@
 //! [`DOCKER_SLOT`], so the labs of one test binary run one at a time (the
 //! builder's `unserialized()` opts out, for a second lab alongside).
 
+pub mod api;
+
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -1229,10 +1231,14 @@ fn kill_leftovers(dir: &Path, report: &mut StopReport) {
     let needle = dir.as_os_str().as_bytes();
     // Two rounds: a shim may start a process while the first round runs.
     for _ in 0..2 {
-        let procs = lab_processes(dir);
+        let mut procs = lab_processes(dir);
         if procs.is_empty() {
             return;
         }
+        // Containers' processes before their shims: a container's init can
+        // die with its shim (parent-death signal) before it is signalled, and
+        // the report then misses it.
+        procs.sort_by_key(|p| p.cmdline.contains("containerd-shim"));
         let members: BTreeSet<u32> = procs.iter().map(|p| p.pid).collect();
         let mut victims = Vec::new();
         for p in procs {
@@ -1502,6 +1508,60 @@ fn remote_and_router() -> (Ns, Ns) {
     (router, remote)
 }
 
+/// The docker host of recipe C: a namespace with strict rp_filter (the
+/// RHEL/Fedora default), set before any interface exists so every one
+/// inherits it.
+fn strict_docker_host() -> Ns {
+    let host = super::ok(Ns::new("dockerhost"));
+    for key in [
+        "net.ipv4.conf.all.rp_filter",
+        "net.ipv4.conf.default.rp_filter",
+    ] {
+        super::ok(host.sysctl(key, "1"));
+    }
+    host
+}
+
+impl DockerLab {
+    /// `docker network create --subnet SUBNET --gateway GATEWAY EXTRA... NAME`.
+    pub fn network_create(&self, name: &str, subnet: &str, gateway: &str, extra: &[&str]) {
+        let mut args = vec![
+            "network",
+            "create",
+            "--subnet",
+            subnet,
+            "--gateway",
+            gateway,
+        ];
+        args.extend_from_slice(extra);
+        args.push(name);
+        self.docker_ok(args);
+    }
+
+    /// Run a server container `name` on `first` with a fixed address,
+    /// connect it to `second` with a fixed address, wait until it serves:
+    /// its id.
+    pub fn run_two(
+        &self,
+        name: &str,
+        banner: Option<&str>,
+        first: (&str, IpAddr),
+        second: (&str, IpAddr),
+    ) -> String {
+        let ip = first.1.to_string();
+        let id = self.run_server(name, banner, &["--network", first.0, "--ip", &ip]);
+        self.docker_ok([
+            "network",
+            "connect",
+            "--ip",
+            &second.1.to_string(),
+            second.0,
+            &id,
+        ]);
+        id
+    }
+}
+
 /// Lab recipe C: a container with a macvlan address on the LAN and a
 /// bridge network, reached from another subnet.
 ///
@@ -1527,7 +1587,7 @@ pub mod macvlan {
 
     use symroute_testkit::lab::{MAIN_TABLE, Ns};
 
-    use super::{DockerLab, remote_and_router, service};
+    use super::{DockerLab, remote_and_router, service, strict_docker_host};
     use crate::common::{ip, net, ok};
 
     /// The docker network of the macvlan.
@@ -1564,15 +1624,7 @@ pub mod macvlan {
     impl MacvlanLab {
         pub fn build() -> MacvlanLab {
             let (router, remote) = remote_and_router();
-            let host = ok(Ns::new("dockerhost"));
-            // Strict in the docker host (RHEL/Fedora default), before any
-            // interface exists so every one inherits it.
-            for key in [
-                "net.ipv4.conf.all.rp_filter",
-                "net.ipv4.conf.default.rp_filter",
-            ] {
-                ok(host.sysctl(key, "1"));
-            }
+            let host = strict_docker_host();
             ok(router.veth("lan0", &host, "rlan"));
             ok(host.bridge("brlan"));
             ok(host.set_master("rlan", "brlan"));
@@ -1590,30 +1642,20 @@ pub mod macvlan {
             ));
             let docker = DockerLab::start_in(host);
             docker.image();
-            docker.docker_ok([
-                "network",
-                "create",
-                "--driver",
-                "macvlan",
-                "--subnet",
-                "192.0.2.0/24",
-                "--gateway",
-                "192.0.2.1",
-                "--aux-address",
-                "dockerhost=192.0.2.2",
-                "--opt",
-                "parent=brlan",
+            docker.network_create(
                 LAN_NETWORK,
-            ]);
-            docker.docker_ok([
-                "network",
-                "create",
-                "--subnet",
-                "172.18.0.0/16",
-                "--gateway",
-                "172.18.0.1",
-                APP_NETWORK,
-            ]);
+                "192.0.2.0/24",
+                "192.0.2.1",
+                &[
+                    "--driver",
+                    "macvlan",
+                    "--aux-address",
+                    "dockerhost=192.0.2.2",
+                    "--opt",
+                    "parent=brlan",
+                ],
+            );
+            docker.network_create(APP_NETWORK, "172.18.0.0/16", "172.18.0.1", &[]);
             MacvlanLab {
                 docker,
                 router,
@@ -1624,19 +1666,12 @@ pub mod macvlan {
         /// Run "web" on lan (192.0.2.50), connect it to app_default
         /// (172.18.0.2), wait until it serves; its id.
         pub fn run_web(&self) -> String {
-            let ip = WEB_LAN.to_string();
-            let id =
-                self.docker
-                    .run_server(WEB, Some(BANNER), &["--network", LAN_NETWORK, "--ip", &ip]);
-            self.docker.docker_ok([
-                "network",
-                "connect",
-                "--ip",
-                &WEB_APP.to_string(),
-                APP_NETWORK,
-                &id,
-            ]);
-            id
+            self.docker.run_two(
+                WEB,
+                Some(BANNER),
+                (LAN_NETWORK, WEB_LAN.into()),
+                (APP_NETWORK, WEB_APP.into()),
+            )
         }
 
         /// Where remote connects: 192.0.2.50:80.
@@ -1675,7 +1710,7 @@ pub mod routed {
 
     use symroute_testkit::lab::{MAIN_TABLE, Ns};
 
-    use super::{DockerLab, remote_and_router, service};
+    use super::{DockerLab, remote_and_router, service, strict_docker_host};
     use crate::common::{ip, net, ok};
 
     /// The network whose name sorts first: the default route's.
@@ -1714,13 +1749,7 @@ pub mod routed {
     impl RoutedLab {
         pub fn build() -> RoutedLab {
             let (router, remote) = remote_and_router();
-            let host = ok(Ns::new("dockerhost"));
-            for key in [
-                "net.ipv4.conf.all.rp_filter",
-                "net.ipv4.conf.default.rp_filter",
-            ] {
-                ok(host.sysctl(key, "1"));
-            }
+            let host = strict_docker_host();
             ok(router.veth("up0", &host, "eth0"));
             ok(router.link_up("up0"));
             ok(host.link_up("eth0"));
@@ -1742,15 +1771,7 @@ pub mod routed {
                 (BACK_NETWORK, "172.19.0.0/16", "172.19.0.1"),
                 (FRONT_NETWORK, "172.18.0.0/16", "172.18.0.1"),
             ] {
-                docker.docker_ok([
-                    "network",
-                    "create",
-                    "--subnet",
-                    subnet,
-                    "--gateway",
-                    gateway,
-                    name,
-                ]);
+                docker.network_create(name, subnet, gateway, &[]);
             }
             RoutedLab {
                 docker,
@@ -1762,21 +1783,12 @@ pub mod routed {
         /// Run "web" on back-tier (172.19.0.4), connect it to front-tier
         /// (172.18.0.2), wait until it serves; its id.
         pub fn run_web(&self) -> String {
-            let ip = WEB_BACK.to_string();
-            let id = self.docker.run_server(
+            self.docker.run_two(
                 WEB,
                 Some(BANNER),
-                &["--network", BACK_NETWORK, "--ip", &ip],
-            );
-            self.docker.docker_ok([
-                "network",
-                "connect",
-                "--ip",
-                &WEB_FRONT.to_string(),
-                FRONT_NETWORK,
-                &id,
-            ]);
-            id
+                (BACK_NETWORK, WEB_BACK.into()),
+                (FRONT_NETWORK, WEB_FRONT.into()),
+            )
         }
 
         /// remote's target on front-tier (asymmetric): 172.18.0.2:80.

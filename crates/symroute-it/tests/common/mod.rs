@@ -199,8 +199,18 @@ pub fn snapshot(ns: &Ns) -> Snapshot {
 /// The rules and routes carrying `tag`, read back from the kernel, sorted.
 pub fn owned_with(ns: &Ns, tag: u8) -> (Vec<Rule>, Vec<Route>) {
     let snap = snapshot(ns);
-    let mut rules: Vec<Rule> = snap.tagged_rules(tag).cloned().collect();
-    let mut routes: Vec<Route> = snap.tagged_routes(tag).cloned().collect();
+    let mut rules: Vec<Rule> = snap
+        .rules
+        .iter()
+        .filter(|r| r.protocol == tag)
+        .cloned()
+        .collect();
+    let mut routes: Vec<Route> = snap
+        .routes
+        .iter()
+        .filter(|r| r.protocol == tag)
+        .cloned()
+        .collect();
     rules.sort();
     routes.sort();
     (rules, routes)
@@ -231,7 +241,7 @@ fn rule_protocol(m: &RuleMessage) -> u8 {
         .unwrap_or(0)
 }
 
-fn dump_filtered(ns: &Ns, keep_tag: impl Fn(u8) -> bool) -> Dump {
+pub fn dump_filtered(ns: &Ns, keep_tag: impl Fn(u8) -> bool) -> Dump {
     // IPv6 link-local addresses finish duplicate address detection on their
     // own schedule and only then get their `local` route: let that settle so
     // a dump compares what the test did, not the kernel's clock.

@@ -1,0 +1,334 @@
+//! Per-container state and work: which containers are managed (each with
+//! its open namespace), the retry backoff of the ones that failed, and the
+//! inspect → decide → lock → snapshot → plan → apply of one container.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::DaemonOptions;
+use super::metrics::{Metrics, Outcome};
+use super::namespaces::{Namespaces, NsHandle};
+use crate::client::{DockerError, Event, EventKind};
+use crate::engine_api::EngineApi;
+use crate::model::{ContainerInfo, Decision, decide, plan_request};
+use symroute_core::engine::{self, ApplyOptions};
+use symroute_core::kernel::Kernel;
+
+/// How long an apply waits for another writer (CLI, CNI plugin) to release
+/// a namespace's lock before trying again later. Short: the event loop
+/// waits with it.
+pub const LOCK_WAIT: Duration = Duration::from_millis(100);
+
+/// The retry of a container whose namespace another writer held.
+pub const BUSY_RETRY: Duration = Duration::from_millis(100);
+
+/// The first retry after a failure; doubles per consecutive failure.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest retry delay.
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The delay before retry number `failures` (1-based): 1 s, 2 s, 4 s, … 60 s.
+pub fn retry_delay(failures: u32) -> Duration {
+    let shift = failures.saturating_sub(1).min(6);
+    (RETRY_FIRST * (1u32 << shift)).min(RETRY_MAX)
+}
+
+/// A container whose namespace symroute manages.
+pub(crate) struct Managed<H> {
+    pub(crate) info: ContainerInfo,
+    pub(crate) handle: H,
+}
+
+/// The daemon's state between events.
+pub(crate) struct Daemon<N: Namespaces> {
+    pub(crate) opts: DaemonOptions,
+    pub(crate) namespaces: N,
+    pub(crate) managed: HashMap<String, Managed<N::Handle>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) kernel_tx: mpsc::Sender<String>,
+    pub(crate) retry_tx: mpsc::Sender<String>,
+    /// Consecutive failures per container, for the retry backoff.
+    pub(crate) failures: HashMap<String, u32>,
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+impl<N: Namespaces> Daemon<N> {
+    pub(crate) fn new(
+        opts: DaemonOptions,
+        namespaces: N,
+        metrics: Arc<Metrics>,
+        kernel_tx: mpsc::Sender<String>,
+        retry_tx: mpsc::Sender<String>,
+    ) -> Self {
+        Daemon {
+            opts,
+            namespaces,
+            managed: HashMap::new(),
+            metrics,
+            kernel_tx,
+            retry_tx,
+            failures: HashMap::new(),
+        }
+    }
+
+    /// Stop managing a container: its namespace handle (sockets, watcher,
+    /// namespace file) is dropped here.
+    pub(crate) fn release(&mut self, id: &str, why: &str) {
+        self.failures.remove(id);
+        if let Some(m) = self.managed.remove(id) {
+            info!(container = %m.info.label(), reason = why, "released");
+        }
+        self.metrics.set_managed(self.managed.len());
+    }
+
+    fn send_later(&self, id: &str, delay: Duration) {
+        let tx = self.retry_tx.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(id).await;
+        });
+    }
+
+    /// Ask again later (a container between states, a transient error):
+    /// after 1 s, doubling per consecutive failure up to 60 s; the periodic
+    /// resync covers the rest.
+    fn retry_later(&mut self, id: &str) {
+        let n = self.failures.entry(id.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let delay = retry_delay(*n);
+        self.send_later(id, delay);
+    }
+
+    /// Inspect a container and converge it. `since` is the triggering
+    /// event's timestamp, for the latency metric.
+    pub(crate) async fn reconcile<A: EngineApi>(&mut self, api: &A, id: &str, since: Option<i64>) {
+        let info = match api.inspect(id).await {
+            Ok(i) => i,
+            Err(DockerError::NoSuchContainer(_)) => {
+                self.release(id, "container is gone");
+                return;
+            }
+            Err(e) => {
+                self.metrics.error();
+                warn!(container = %short(id), error = %e, "inspect failed; will retry");
+                self.retry_later(id);
+                return;
+            }
+        };
+        match decide(&info, self.opts.require_label) {
+            Decision::Manage => {}
+            Decision::Skip(reason) => {
+                if self.managed.contains_key(&info.id) {
+                    self.release(&info.id, &reason);
+                } else {
+                    debug!(container = %info.label(), reason = %reason, "not managed");
+                }
+                return;
+            }
+        }
+        if !self.open(&info) {
+            return;
+        }
+        self.converge(&info.id, since, true);
+    }
+
+    /// Make sure `info`'s namespace is open and cached under its id, with
+    /// `info` as the cached inspect answer. False when it is not to be
+    /// converged (gone, or another container's namespace already managed).
+    fn open(&mut self, info: &ContainerInfo) -> bool {
+        let paths = info.netns_paths();
+        let handle = match self
+            .namespaces
+            .open(&paths, &info.id, self.kernel_tx.clone())
+        {
+            Ok(h) => h,
+            Err(e) => {
+                // The container died between inspect and here.
+                self.metrics.error();
+                warn!(container = %info.label(), error = %e, "namespace not reachable");
+                self.release(&info.id, "namespace gone");
+                return false;
+            }
+        };
+        let ns_id = handle.id();
+        if let Some(other) = self
+            .managed
+            .iter()
+            .find(|(k, m)| **k != info.id && m.handle.id() == ns_id)
+            .map(|(_, m)| m.info.label())
+        {
+            debug!(container = %info.label(), shares_with = %other, "namespace already managed");
+            return false;
+        }
+        match self.managed.get_mut(&info.id) {
+            // Same namespace as before: keep the handle we have (its watcher
+            // is already following), drop the new one.
+            Some(m) if m.handle.id() == ns_id => m.info = info.clone(),
+            _ => {
+                self.managed.insert(
+                    info.id.clone(),
+                    Managed {
+                        info: info.clone(),
+                        handle,
+                    },
+                );
+                self.metrics.set_managed(self.managed.len());
+            }
+        }
+        true
+    }
+
+    /// Apply the plan to a managed container from what is cached about it,
+    /// under the namespace's lock. `fresh`: the cache was just read from the
+    /// engine. Otherwise (a kernel notification) the engine's own event may
+    /// still be on its way: an interface that vanished in a `network
+    /// disconnect` is expected, not worth a warning.
+    pub(crate) fn converge(&mut self, id: &str, since: Option<i64>, fresh: bool) {
+        let settings = self.opts.settings;
+        let Some(m) = self.managed.get_mut(id) else {
+            return;
+        };
+        let start = Instant::now();
+        let info = &m.info;
+        let result = m.handle.locked(LOCK_WAIT, |kernel| {
+            let snap = kernel.snapshot()?;
+            let (request, warnings) = plan_request(info, &snap);
+            for w in warnings {
+                if fresh {
+                    warn!(container = %info.label(), "{w}");
+                } else {
+                    debug!(container = %info.label(), "{w} (Docker's event may follow)");
+                }
+            }
+            let opts = ApplyOptions {
+                settings,
+                request,
+                dad_wait: Duration::ZERO,
+                ..ApplyOptions::default()
+            };
+            engine::apply_to(kernel, snap, &opts)
+        });
+        let took = start.elapsed();
+        let label = m.info.label();
+        let networks = m
+            .info
+            .attachments
+            .iter()
+            .map(|a| a.network.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let rep = match result {
+            Ok(Ok(rep)) => rep,
+            Ok(Err(e)) => {
+                self.metrics.reconcile(Outcome::Error);
+                self.metrics.error();
+                warn!(container = %label, networks = %networks, error = %e, "reconcile failed; will retry");
+                self.retry_later(id);
+                return;
+            }
+            Err(e) if e.is_busy() => {
+                debug!(container = %label, error = %e, "namespace busy; trying again shortly");
+                self.send_later(id, BUSY_RETRY);
+                return;
+            }
+            Err(e) => {
+                self.metrics.reconcile(Outcome::Error);
+                self.metrics.error();
+                warn!(container = %label, error = %e, "cannot lock the namespace; will retry");
+                self.retry_later(id);
+                return;
+            }
+        };
+        self.failures.remove(id);
+        let outcome = if rep.ops.is_empty() {
+            Outcome::Unchanged
+        } else {
+            Outcome::Changed
+        };
+        self.metrics.reconcile(outcome);
+        if let Some(t) = since.filter(|t| *t > 0) {
+            let lat = u64::try_from(now_nanos().saturating_sub(t)).unwrap_or(0);
+            self.metrics.latency(Duration::from_nanos(lat));
+        }
+        let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        if rep.plan.unmanaged_reason.is_some() && rep.ops.is_empty() {
+            debug!(container = %label, networks = %networks, "single-homed: nothing to do");
+        } else if rep.ops.is_empty() {
+            debug!(container = %label, networks = %networks, took_us, "in sync");
+        } else {
+            let changes: Vec<String> = rep
+                .ops
+                .iter()
+                .map(|o| symroute_core::report::op_text(o, &rep.snapshot))
+                .collect();
+            info!(
+                container = %label,
+                networks = %networks,
+                changes = changes.len(),
+                detail = %changes.join("; "),
+                took_us,
+                "converged"
+            );
+        }
+    }
+
+    pub(crate) async fn on_event<A: EngineApi>(&mut self, api: &A, e: Event) {
+        self.metrics.event();
+        match e.kind {
+            EventKind::Start => {
+                self.reconcile(api, &e.container, Some(e.time_nano)).await;
+            }
+            // A container being created or started gets its connects before
+            // its namespace exists (and inspect would wait for the start to
+            // finish): new containers are handled on `start`, running ones here.
+            EventKind::Connect | EventKind::Disconnect => {
+                if self.managed.contains_key(&e.container) {
+                    self.reconcile(api, &e.container, Some(e.time_nano)).await;
+                } else {
+                    debug!(container = %short(&e.container), "network change of a container not managed (yet)");
+                }
+            }
+            EventKind::Die => self.release(&e.container, "died"),
+            EventKind::Destroy => self.release(&e.container, "destroyed"),
+        }
+    }
+
+    /// On shutdown: with --clean-on-exit remove symroute's rules and routes
+    /// from every managed namespace (under its lock), then let go of all.
+    pub(crate) fn finish(&mut self) {
+        if self.opts.clean_on_exit {
+            let settings = self.opts.settings;
+            for m in self.managed.values_mut() {
+                let label = m.info.label();
+                match m
+                    .handle
+                    .locked(LOCK_WAIT * 10, |k| engine::clean(k, &settings))
+                {
+                    Ok(Ok(r)) => {
+                        info!(container = %label, removed = r.removed.len(), "cleaned on exit");
+                    }
+                    Ok(Err(e)) => warn!(container = %label, error = %e, "clean on exit failed"),
+                    Err(e) => warn!(container = %label, error = %e, "clean on exit failed"),
+                }
+            }
+        }
+        self.managed.clear();
+        self.metrics.set_managed(0);
+    }
+}

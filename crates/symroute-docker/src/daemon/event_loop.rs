@@ -1,0 +1,125 @@
+//! The daemon's one loop: connect (with backoff), subscribe to events, then
+//! resync, and from then on act on events, kernel notifications, retries and
+//! the periodic resync until the engine goes away (reconnect) or shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::DaemonOptions;
+use super::container::Daemon;
+use super::metrics::Metrics;
+use super::namespaces::Namespaces;
+use crate::engine_api::{Connector, EngineApi};
+
+/// The first reconnect delay; doubles per failed attempt.
+pub const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+/// The longest reconnect delay.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+pub(crate) async fn serve<C: Connector, N: Namespaces>(
+    opts: DaemonOptions,
+    connector: &C,
+    namespaces: N,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (kernel_tx, mut kernel_rx) = mpsc::channel::<String>(1024);
+    let (retry_tx, mut retry_rx) = mpsc::channel::<String>(1024);
+    let mut d = Daemon::new(
+        opts.clone(),
+        namespaces,
+        metrics.clone(),
+        kernel_tx,
+        retry_tx,
+    );
+    tokio::pin!(shutdown);
+    let mut backoff = RECONNECT_FIRST;
+    'outer: loop {
+        let api = tokio::select! {
+            () = &mut shutdown => break 'outer,
+            c = connector.connect() => c,
+        };
+        let api = match api {
+            Ok(c) => c,
+            Err(e) => {
+                metrics.error();
+                metrics.set_connected(false);
+                error!(error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "cannot reach Docker");
+                tokio::select! {
+                    () = &mut shutdown => break 'outer,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+                continue;
+            }
+        };
+        backoff = RECONNECT_FIRST;
+        metrics.set_connected(true);
+        match api.version().await {
+            Ok(v) => info!(
+                socket = %api.endpoint(),
+                engine = %v.name,
+                version = %v.version,
+                api = %v.api_version,
+                "connected to Docker"
+            ),
+            Err(e) => info!(socket = %api.endpoint(), error = %e, "connected to Docker"),
+        }
+        // The messages say "Docker" for Podman too (the engine field tells
+        // which): scripts and the tests match them exactly.
+        // Subscribe first, then resync: nothing that happens in between is lost.
+        let mut events = api.events();
+        d.resync(&api).await;
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + opts.resync_interval,
+            opts.resync_interval,
+        );
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break 'outer,
+                ev = events.next() => match ev {
+                    Some(Ok(e)) => d.on_event(&api, e).await,
+                    Some(Err(e)) => {
+                        metrics.error();
+                        warn!(error = %e, "Docker event stream failed; reconnecting");
+                        break;
+                    }
+                    None => {
+                        warn!("Docker event stream ended (dockerd restarting?); reconnecting");
+                        break;
+                    }
+                },
+                Some(id) = kernel_rx.recv() => {
+                    // Coalesce a burst of notifications into one converge each.
+                    let mut ids = vec![id];
+                    while let Ok(more) = kernel_rx.try_recv() {
+                        if !ids.contains(&more) {
+                            ids.push(more);
+                        }
+                    }
+                    for id in ids {
+                        d.converge(&id, None, false);
+                    }
+                }
+                Some(id) = retry_rx.recv() => d.reconcile(&api, &id, None).await,
+                _ = tick.tick() => d.resync(&api).await,
+            }
+        }
+        metrics.set_connected(false);
+        tokio::select! {
+            () = &mut shutdown => break 'outer,
+            () = tokio::time::sleep(backoff) => {}
+        }
+    }
+    info!(
+        managed = d.managed.len(),
+        clean = opts.clean_on_exit,
+        "shutting down"
+    );
+    d.finish();
+}

@@ -1,0 +1,1077 @@
+//! The daemon's loop against a scripted Engine API and the fake kernel: no
+//! dockerd, no namespaces, no root, no sockets. Time is tokio's paused test
+//! clock, so the retry backoff and the reconnect delay are exact and cost no
+//! wall time.
+//!
+//! Each test runs the real `daemon::run_with` beside a script (`tokio::join!`)
+//! that plays the engine (containers, events, a restart) and reads the fake
+//! kernels and the metrics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use ipnet::IpNet;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use symroute_core::diff::Op;
+use symroute_core::engine::{self, ApplyOptions};
+use symroute_core::kernel::{Kernel, KernelError, RouteAnswer, RouteQuery, errno_error};
+use symroute_core::model::{IfAddr, Link, Route, Rule};
+use symroute_core::ownership::{Space, classify};
+use symroute_core::settings::Settings;
+use symroute_docker::daemon::{
+    self, DaemonOptions, Metrics, Namespaces, NsAccessError, NsHandle, RECONNECT_FIRST,
+};
+use symroute_docker::model::{Attachment, ContainerInfo, NetworkMode};
+use symroute_docker::{
+    Connector, DockerError, EngineApi, EngineVersion, Event, EventKind, NetworkInfo, plan_request,
+};
+use symroute_linux::lock::LockError;
+use symroute_testkit::fake::FakeKernel;
+
+// ---------------------------------------------------------------------------
+// A scripted engine
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct EngineState {
+    containers: BTreeMap<String, ContainerInfo>,
+    /// The open event stream's sender (None: no subscriber, or cut).
+    events: Option<mpsc::UnboundedSender<Event>>,
+    /// Refuse connections (the engine is down).
+    down: bool,
+    connects: usize,
+    /// When each container was inspected.
+    inspected: Vec<(String, Instant)>,
+}
+
+#[derive(Clone, Default)]
+struct FakeEngine(Arc<Mutex<EngineState>>);
+
+impl FakeEngine {
+    fn state(&self) -> MutexGuard<'_, EngineState> {
+        self.0.lock().expect("engine state")
+    }
+
+    /// Put a container in the engine's list (no event).
+    fn put(&self, c: ContainerInfo) {
+        self.state().containers.insert(c.id.clone(), c);
+    }
+
+    fn remove(&self, id: &str) {
+        self.state().containers.remove(id);
+    }
+
+    fn emit(&self, kind: EventKind, container: &str) {
+        let ev = Event {
+            kind,
+            container: container.to_string(),
+            network: None,
+            time_nano: 0,
+        };
+        let st = self.state();
+        let tx = st.events.as_ref().expect("the daemon is subscribed");
+        tx.send(ev).expect("the daemon reads events");
+    }
+
+    /// End the event stream and refuse connections (dockerd stopping).
+    fn go_down(&self) {
+        let mut st = self.state();
+        st.down = true;
+        st.events = None;
+    }
+
+    fn come_up(&self) {
+        self.state().down = false;
+    }
+
+    fn subscribed(&self) -> bool {
+        self.state().events.is_some()
+    }
+
+    fn inspections(&self, id: &str) -> Vec<Instant> {
+        self.state()
+            .inspected
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+}
+
+fn refused(what: &str) -> DockerError {
+    DockerError::Engine {
+        what: what.to_string(),
+        message: "connection refused".into(),
+    }
+}
+
+impl EngineApi for FakeEngine {
+    fn endpoint(&self) -> String {
+        "fake".into()
+    }
+
+    async fn version(&self) -> Result<EngineVersion, DockerError> {
+        Ok(EngineVersion {
+            name: "Docker Engine".into(),
+            version: "0.0.0-fake".into(),
+            api_version: "1.41".into(),
+        })
+    }
+
+    async fn running(&self) -> Result<Vec<String>, DockerError> {
+        let st = self.state();
+        if st.down {
+            return Err(refused("list containers"));
+        }
+        Ok(st
+            .containers
+            .values()
+            .filter(|c| c.running)
+            .map(|c| c.id.clone())
+            .collect())
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, DockerError> {
+        let mut st = self.state();
+        if st.down {
+            return Err(refused("inspect"));
+        }
+        st.inspected.push((id.to_string(), Instant::now()));
+        st.containers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| DockerError::NoSuchContainer(id.to_string()))
+    }
+
+    async fn network(&self, id: &str) -> Result<NetworkInfo, DockerError> {
+        Err(DockerError::NoSuchNetwork(id.to_string()))
+    }
+
+    fn events(&self) -> BoxStream<'static, Result<Event, DockerError>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.state().events = Some(tx);
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        )
+        .boxed()
+    }
+}
+
+impl Connector for FakeEngine {
+    type Api = FakeEngine;
+
+    async fn connect(&self) -> Result<FakeEngine, DockerError> {
+        let mut st = self.state();
+        if st.down {
+            return Err(DockerError::Connect {
+                path: "fake".into(),
+                message: "no such socket".into(),
+            });
+        }
+        st.connects += 1;
+        Ok(self.clone())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Fake namespaces over the fake kernel
+// ---------------------------------------------------------------------------
+
+/// One namespace: its fake kernel and what the daemon did with it.
+#[derive(Clone)]
+struct FakeNs {
+    id: (u64, u64),
+    kernel: Arc<Mutex<FakeKernel>>,
+    /// The lock is held right now.
+    locked: Arc<AtomicBool>,
+    /// Times the lock was taken.
+    locks: Arc<AtomicUsize>,
+    /// Kernel changes made without the lock (must stay 0).
+    unlocked_changes: Arc<AtomicUsize>,
+    /// The next this-many changes fail with EPERM.
+    fail_changes: Arc<AtomicUsize>,
+    /// The next this-many lock attempts find another writer holding it.
+    busy: Arc<AtomicUsize>,
+    /// Open handles.
+    handles: Arc<AtomicUsize>,
+    /// Where the daemon's handle sends kernel notifications.
+    notify: Arc<Mutex<Option<Notifier>>>,
+}
+
+/// The container id a handle reports for, and where.
+type Notifier = (String, mpsc::Sender<String>);
+
+impl FakeNs {
+    fn new(n: u64, kernel: FakeKernel) -> FakeNs {
+        FakeNs {
+            id: (4, 4_026_531_000 + n),
+            kernel: Arc::new(Mutex::new(kernel)),
+            locked: Arc::default(),
+            locks: Arc::default(),
+            unlocked_changes: Arc::default(),
+            fail_changes: Arc::default(),
+            busy: Arc::default(),
+            handles: Arc::default(),
+            notify: Arc::default(),
+        }
+    }
+
+    fn kernel(&self) -> MutexGuard<'_, FakeKernel> {
+        self.kernel.lock().expect("fake kernel")
+    }
+
+    /// symroute's rules and routes in this namespace.
+    fn tagged(&self) -> (Vec<Rule>, Vec<Route>) {
+        let k = self.kernel();
+        let own = classify(&k.state, &Space::of(&Settings::default()));
+        let mut rules: Vec<Rule> = own.rules;
+        let mut routes: Vec<Route> = own.routes;
+        rules.sort();
+        routes.sort();
+        (rules, routes)
+    }
+
+    fn handles(&self) -> usize {
+        self.handles.load(Ordering::SeqCst)
+    }
+
+    /// The kernel told the daemon's handle that links or addresses changed.
+    async fn notify(&self) {
+        let n = self.notify.lock().expect("notify").clone();
+        let (id, tx) = n.expect("the daemon opened this namespace");
+        tx.send(id).await.expect("the daemon reads notifications");
+    }
+}
+
+#[derive(Clone, Default)]
+struct FakeNamespaces {
+    by_path: Arc<Mutex<HashMap<String, FakeNs>>>,
+    /// Every path the daemon opened (or tried to).
+    opened: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeNamespaces {
+    fn add(&self, path: &str, ns: &FakeNs) {
+        self.by_path
+            .lock()
+            .expect("namespaces")
+            .insert(path.to_string(), ns.clone());
+    }
+
+    fn opened(&self) -> Vec<String> {
+        self.opened.lock().expect("opened").clone()
+    }
+}
+
+struct FakeHandle {
+    path: String,
+    ns: FakeNs,
+    kernel: LockedKernel,
+}
+
+impl Drop for FakeHandle {
+    fn drop(&mut self) {
+        self.ns.handles.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The fake kernel as the daemon's handle reaches it: records whether each
+/// change happens under the lock, fails changes on request.
+struct LockedKernel(FakeNs);
+
+impl Kernel for LockedKernel {
+    fn snapshot(&mut self) -> Result<symroute_core::model::Snapshot, KernelError> {
+        self.0.kernel().snapshot()
+    }
+
+    fn execute(&mut self, op: &Op) -> Result<(), KernelError> {
+        if !self.0.locked.load(Ordering::SeqCst) {
+            self.0.unlocked_changes.fetch_add(1, Ordering::SeqCst);
+        }
+        let fail = self.0.fail_changes.load(Ordering::SeqCst);
+        if fail > 0 {
+            self.0.fail_changes.store(fail - 1, Ordering::SeqCst);
+            return Err(errno_error("injected failure", 1));
+        }
+        self.0.kernel().execute(op)
+    }
+
+    fn route_get(&mut self, q: &RouteQuery) -> Result<RouteAnswer, KernelError> {
+        self.0.kernel().route_get(q)
+    }
+}
+
+impl Namespaces for FakeNamespaces {
+    type Handle = FakeHandle;
+
+    fn open(
+        &self,
+        paths: &[String],
+        id: &str,
+        notify: mpsc::Sender<String>,
+    ) -> Result<FakeHandle, NsAccessError> {
+        let map = self.by_path.lock().expect("namespaces");
+        for path in paths {
+            self.opened.lock().expect("opened").push(path.clone());
+            if let Some(ns) = map.get(path) {
+                ns.handles.fetch_add(1, Ordering::SeqCst);
+                *ns.notify.lock().expect("notify") = Some((id.to_string(), notify));
+                return Ok(FakeHandle {
+                    path: path.clone(),
+                    ns: ns.clone(),
+                    kernel: LockedKernel(ns.clone()),
+                });
+            }
+        }
+        Err(NsAccessError::NoPath { id: id.to_string() })
+    }
+}
+
+impl NsHandle for FakeHandle {
+    type Kernel = LockedKernel;
+
+    fn id(&self) -> (u64, u64) {
+        self.ns.id
+    }
+
+    fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn locked<T>(
+        &mut self,
+        wait: Duration,
+        f: impl FnOnce(&mut LockedKernel) -> T,
+    ) -> Result<T, NsAccessError> {
+        let busy = self.ns.busy.load(Ordering::SeqCst);
+        if busy > 0 {
+            self.ns.busy.store(busy - 1, Ordering::SeqCst);
+            return Err(LockError::Busy {
+                path: PathBuf::from(&self.path),
+                waited: wait,
+            }
+            .into());
+        }
+        self.ns.locks.fetch_add(1, Ordering::SeqCst);
+        self.ns.locked.store(true, Ordering::SeqCst);
+        let out = f(&mut self.kernel);
+        self.ns.locked.store(false, Ordering::SeqCst);
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Containers: recipe C's "web" (macvlan lan + bridge app_default)
+// ---------------------------------------------------------------------------
+
+const LAN_MAC: &str = "02:42:c0:00:02:32";
+const APP_MAC: &str = "02:42:ac:12:00:02";
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("prefix literal")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address literal")
+}
+
+fn link(index: u32, name: &str, mac: &str, addr: &str) -> Link {
+    Link {
+        index,
+        name: name.into(),
+        mac: Some(mac.into()),
+        up: true,
+        loopback: false,
+        addrs: vec![IfAddr {
+            net: net(addr),
+            global: true,
+            tentative: false,
+            dad_failed: false,
+        }],
+    }
+}
+
+fn lan_link() -> Link {
+    link(2, "eth0", LAN_MAC, "192.0.2.50/24")
+}
+
+fn app_link() -> Link {
+    link(3, "eth1", APP_MAC, "172.18.0.2/16")
+}
+
+fn lan() -> Attachment {
+    Attachment {
+        network: "lan".into(),
+        network_id: "n-lan".into(),
+        mac: Some(LAN_MAC.into()),
+        ipv4: Some(net("192.0.2.50/24")),
+        gateway4: Some(ip("192.0.2.1")),
+        ipv6: None,
+        gateway6: None,
+        gw_priority: 0,
+    }
+}
+
+fn app() -> Attachment {
+    Attachment {
+        network: "app_default".into(),
+        network_id: "n-app".into(),
+        mac: Some(APP_MAC.into()),
+        ipv4: Some(net("172.18.0.2/16")),
+        gateway4: Some(ip("172.18.0.1")),
+        ipv6: None,
+        gateway6: None,
+        gw_priority: 0,
+    }
+}
+
+fn container(id: &str, pid: u32, mode: NetworkMode, attachments: Vec<Attachment>) -> ContainerInfo {
+    ContainerInfo {
+        id: id.into(),
+        name: format!("c-{id}"),
+        running: true,
+        pid: Some(pid),
+        sandbox_key: Some(format!("/var/run/docker/netns/{id}")),
+        mode,
+        labels: BTreeMap::new(),
+        attachments,
+        ports: Vec::new(),
+    }
+}
+
+fn web(id: &str, pid: u32) -> ContainerInfo {
+    container(id, pid, NetworkMode::Own("lan".into()), vec![lan(), app()])
+}
+
+/// A fresh namespace holding `links` with their connected routes.
+fn kernel_with(links: Vec<Link>) -> FakeKernel {
+    FakeKernel::with_links(links)
+}
+
+/// A new interface appears (a `network connect`): the link, then its
+/// addresses, with the connected routes the kernel adds.
+fn plug(k: &mut FakeKernel, mut l: Link) {
+    let addrs = std::mem::take(&mut l.addrs);
+    let index = l.index;
+    k.state.links.push(l);
+    for a in addrs {
+        k.add_addr(index, a);
+    }
+}
+
+/// What symroute's engine alone makes of `info` in `kernel`: the tagged
+/// rules and routes the daemon must leave there.
+fn expected(info: &ContainerInfo, kernel: &FakeKernel) -> (Vec<Rule>, Vec<Route>) {
+    let mut k = kernel.clone();
+    let snap = k.snapshot().expect("fake snapshot");
+    let (request, _) = plan_request(info, &snap);
+    let opts = ApplyOptions {
+        request,
+        dad_wait: Duration::ZERO,
+        ..ApplyOptions::default()
+    };
+    engine::apply_to(&mut k, snap, &opts).expect("the plan applies on a copy");
+    let own = classify(&k.state, &Space::of(&Settings::default()));
+    let mut rules: Vec<Rule> = own.rules;
+    let mut routes: Vec<Route> = own.routes;
+    rules.sort();
+    routes.sort();
+    (rules, routes)
+}
+
+// ---------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------
+
+fn options() -> DaemonOptions {
+    DaemonOptions {
+        docker_host: None,
+        resync_interval: Duration::from_secs(60),
+        require_label: false,
+        metrics_listen: None,
+        clean_on_exit: false,
+        settings: Settings::default(),
+    }
+}
+
+/// A value of the metrics text.
+fn metric(m: &Metrics, name: &str) -> f64 {
+    let text = m.render();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+/// Let the daemon work until `done` (virtual time: at most 30 s of it).
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not get there in 30 s (virtual): {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Let the daemon run for `d` (virtual).
+async fn idle(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+/// Run the daemon with `opts`, reporting into `metrics`, beside `script`;
+/// shut it down when the script ends.
+async fn with_daemon(
+    opts: DaemonOptions,
+    engine: &FakeEngine,
+    namespaces: &FakeNamespaces,
+    metrics: &Arc<Metrics>,
+    script: impl std::future::Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let daemon = daemon::run_with(opts, engine, namespaces.clone(), metrics.clone(), async {
+        let _ = stop_rx.await;
+    });
+    let script = async {
+        script.await;
+        let _ = stop_tx.send(());
+    };
+    let (result, ()) = tokio::join!(daemon, script);
+    result.expect("the daemon ran");
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn start_event_converges_the_container_under_the_lock() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &ns);
+    let info = web("web1", 101);
+    let want = expected(&info, &ns.kernel());
+    assert!(
+        !want.0.is_empty() && !want.1.is_empty(),
+        "the plan has rules and routes"
+    );
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed", || engine.subscribed()).await;
+        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
+        engine.put(info.clone());
+        engine.emit(EventKind::Start, "web1");
+        until("rules in web1", || ns.tagged() == want).await;
+        let (rules, routes) = ns.tagged();
+        for src in ["192.0.2.50/32", "172.18.0.2/32"] {
+            assert!(
+                rules
+                    .iter()
+                    .any(|r| r.src == Some(net(src)) && r.priority == Settings::default().priority),
+                "a `from {src}` rule at symroute's priority: {rules:?}"
+            );
+        }
+        for gw in ["192.0.2.1", "172.18.0.1"] {
+            assert!(
+                routes
+                    .iter()
+                    .any(|r| r.is_default() && r.gateway == Some(ip(gw))),
+                "a default route via {gw} in a band table: {routes:?}"
+            );
+        }
+        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
+        assert_eq!(
+            metric(&m, "symroute_reconciles_total{outcome=\"changed\"}"),
+            1.0
+        );
+        assert_eq!(metric(&m, "symroute_docker_events_total"), 1.0);
+        assert_eq!(metric(&m, "symroute_errors_total"), 0.0);
+        assert_eq!(ns.handles(), 1);
+        assert!(
+            ns.locks.load(Ordering::SeqCst) >= 1,
+            "the apply took the lock"
+        );
+        assert_eq!(
+            ns.unlocked_changes.load(Ordering::SeqCst),
+            0,
+            "every kernel change happened under the namespace lock"
+        );
+        assert_eq!(
+            spaces.opened(),
+            vec!["/proc/101/ns/net".to_string()],
+            "opened by /proc/PID/ns/net first"
+        );
+    })
+    .await;
+    assert_eq!(ns.handles(), 0, "shutdown drops the handle");
+    assert_eq!(
+        ns.tagged(),
+        want,
+        "shutdown without --clean-on-exit leaves the rules"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sandbox_key_is_used_when_the_pid_path_does_not_open() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/var/run/docker/netns/web1", &ns);
+    let info = web("web1", 101);
+    let want = expected(&info, &ns.kernel());
+    engine.put(info);
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("rules in web1", || ns.tagged() == want).await;
+        assert_eq!(
+            spaces.opened(),
+            vec![
+                "/proc/101/ns/net".to_string(),
+                "/var/run/docker/netns/web1".to_string()
+            ]
+        );
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_and_disconnect_replan_the_container() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns = FakeNs::new(1, kernel_with(vec![lan_link()]));
+    spaces.add("/proc/101/ns/net", &ns);
+    let single = container("web1", 101, NetworkMode::Own("lan".into()), vec![lan()]);
+    engine.put(single.clone());
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("managed", || {
+            metric(&m, "symroute_containers_managed") == 1.0
+        })
+        .await;
+        assert_eq!(ns.tagged(), (vec![], vec![]), "single-homed: nothing to do");
+
+        // docker network connect app_default web1
+        plug(&mut ns.kernel(), app_link());
+        let two = web("web1", 101);
+        let want = expected(&two, &ns.kernel());
+        engine.put(two);
+        engine.emit(EventKind::Connect, "web1");
+        until("rules after connect", || ns.tagged() == want).await;
+        assert_eq!(ns.tagged().0.len(), 2, "one rule per address");
+
+        // docker network disconnect app_default web1
+        ns.kernel().remove_link(3);
+        engine.put(single.clone());
+        engine.emit(EventKind::Disconnect, "web1");
+        until("rules gone after disconnect", || ns.tagged().0.is_empty()).await;
+        assert_eq!(ns.tagged(), (vec![], vec![]));
+        assert_eq!(ns.handles(), 1, "still managed, same handle");
+        assert_eq!(metric(&m, "symroute_errors_total"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_of_an_unmanaged_container_waits_for_its_start() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &ns);
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed", || engine.subscribed()).await;
+        engine.put(web("web1", 101));
+        engine.emit(EventKind::Connect, "web1");
+        idle(Duration::from_secs(1)).await;
+        assert!(
+            engine.inspections("web1").is_empty(),
+            "not inspected on connect"
+        );
+        assert!(spaces.opened().is_empty());
+        engine.emit(EventKind::Start, "web1");
+        until("managed on start", || !ns.tagged().0.is_empty()).await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn die_and_destroy_drop_the_namespace_handle() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns1 = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    let ns2 = FakeNs::new(2, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &ns1);
+    spaces.add("/proc/102/ns/net", &ns2);
+    engine.put(web("web1", 101));
+    engine.put(web("web2", 102));
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("both managed", || {
+            metric(&m, "symroute_containers_managed") == 2.0
+        })
+        .await;
+        assert_eq!((ns1.handles(), ns2.handles()), (1, 1));
+
+        engine.emit(EventKind::Die, "web1");
+        until("web1 released", || ns1.handles() == 0).await;
+        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
+
+        engine.remove("web2");
+        engine.emit(EventKind::Destroy, "web2");
+        until("web2 released", || ns2.handles() == 0).await;
+        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
+        assert!(!ns1.tagged().0.is_empty(), "a release does not clean");
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_gets_a_new_namespace_and_converges_it() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let old = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    let new = FakeNs::new(2, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &old);
+    spaces.add("/proc/201/ns/net", &new);
+    engine.put(web("web1", 101));
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("old converged", || !old.tagged().0.is_empty()).await;
+        engine.emit(EventKind::Die, "web1");
+        engine.put(web("web1", 201));
+        engine.emit(EventKind::Start, "web1");
+        until("new converged", || !new.tagged().0.is_empty()).await;
+        assert_eq!((old.handles(), new.handles()), (0, 1));
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn end_of_the_event_stream_reconnects_and_resyncs() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns1 = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    let ns2 = FakeNs::new(2, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &ns1);
+    spaces.add("/proc/102/ns/net", &ns2);
+    engine.put(web("web1", 101));
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("web1 managed", || ns1.handles() == 1).await;
+        assert_eq!(engine.state().connects, 1);
+        assert_eq!(metric(&m, "symroute_docker_connected"), 1.0);
+
+        // dockerd restarts: while it is down web1 goes away and web2 starts,
+        // and no event tells of either.
+        let down_at = Instant::now();
+        engine.go_down();
+        until("disconnected", || {
+            metric(&m, "symroute_docker_connected") == 0.0
+        })
+        .await;
+        engine.remove("web1");
+        engine.put(web("web2", 102));
+        idle(Duration::from_secs(2)).await;
+        assert_eq!(ns2.handles(), 0, "nothing is done while the engine is down");
+        engine.come_up();
+        until("web2 converged by the resync", || {
+            !ns2.tagged().0.is_empty()
+        })
+        .await;
+        until("web1 released by the resync", || ns1.handles() == 0).await;
+        assert!(engine.state().connects >= 2);
+        assert!(Instant::now() - down_at >= RECONNECT_FIRST);
+        assert_eq!(metric(&m, "symroute_docker_connected"), 1.0);
+        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
+        assert!(
+            metric(&m, "symroute_errors_total") >= 1.0,
+            "failed connects count"
+        );
+
+        // Events flow again on the new stream.
+        engine.emit(EventKind::Die, "web2");
+        until("web2 released", || ns2.handles() == 0).await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_apply_is_retried_with_backoff_per_container() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let bad = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    let good = FakeNs::new(2, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &bad);
+    spaces.add("/proc/102/ns/net", &good);
+    let info = web("bad", 101);
+    let want = expected(&info, &bad.kernel());
+    // The first three applies fail on their first change.
+    bad.fail_changes.store(3, Ordering::SeqCst);
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed", || engine.subscribed()).await;
+        engine.put(info);
+        engine.put(web("good", 102));
+        engine.emit(EventKind::Start, "bad");
+        engine.emit(EventKind::Start, "good");
+        until("good converged", || !good.tagged().0.is_empty()).await;
+        until("bad converged after three failures", || {
+            bad.tagged() == want
+        })
+        .await;
+        let at = engine.inspections("bad");
+        assert_eq!(at.len(), 4, "one inspect per attempt: {at:?}");
+        let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+        for (gap, want) in gaps.iter().zip([1u64, 2, 4]) {
+            let want = Duration::from_secs(want);
+            assert!(
+                *gap >= want && *gap < want + Duration::from_millis(50),
+                "retry delays double from 1 s: {gaps:?}"
+            );
+        }
+        assert_eq!(
+            engine.inspections("good").len(),
+            1,
+            "the other container is not retried"
+        );
+        assert_eq!(
+            metric(&m, "symroute_reconciles_total{outcome=\"error\"}"),
+            3.0
+        );
+        assert_eq!(metric(&m, "symroute_errors_total"), 3.0);
+
+        // After a success the backoff starts over.
+        bad.kernel().set_link_up(3, false);
+        bad.kernel().set_link_up(3, true);
+        bad.fail_changes.store(1, Ordering::SeqCst);
+        let t = Instant::now();
+        bad.notify().await;
+        until("bad repaired", || bad.tagged() == want).await;
+        assert!(
+            Instant::now() - t < Duration::from_millis(1100),
+            "first retry after 1 s"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_namespace_locked_by_another_writer_is_tried_again_shortly() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &ns);
+    let info = web("web1", 101);
+    let want = expected(&info, &ns.kernel());
+    ns.busy.store(2, Ordering::SeqCst);
+    engine.put(info);
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        let t = Instant::now();
+        until("converged once the lock is free", || ns.tagged() == want).await;
+        assert!(
+            Instant::now() - t < Duration::from_secs(1),
+            "not the failure backoff"
+        );
+        assert_eq!(ns.busy.load(Ordering::SeqCst), 0, "both busy attempts seen");
+        assert_eq!(
+            metric(&m, "symroute_errors_total"),
+            0.0,
+            "a busy lock is no error"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kernel_notification_restores_what_the_kernel_dropped() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &ns);
+    let info = web("web1", 101);
+    let want = expected(&info, &ns.kernel());
+    engine.put(info);
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("converged", || ns.tagged() == want).await;
+        // ip link set eth1 down; up: the kernel flushes eth1's routes.
+        ns.kernel().set_link_up(3, false);
+        ns.kernel().set_link_up(3, true);
+        assert_ne!(ns.tagged(), want, "the link flap dropped symroute's route");
+        ns.notify().await;
+        until("restored", || ns.tagged() == want).await;
+        assert_eq!(
+            engine.inspections("web1").len(),
+            1,
+            "repaired from the cache"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn host_none_and_container_modes_are_never_opened() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let owner_ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &owner_ns);
+    engine.put(web("owner", 101));
+    engine.put(container("hostnet", 1, NetworkMode::Host, vec![]));
+    engine.put(container("nonet", 103, NetworkMode::None, vec![]));
+    engine.put(container(
+        "sidecar",
+        104,
+        NetworkMode::Container("owner".into()),
+        vec![],
+    ));
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("owner converged", || !owner_ns.tagged().0.is_empty()).await;
+        for id in ["hostnet", "nonet", "sidecar"] {
+            engine.emit(EventKind::Start, id);
+        }
+        until("all inspected", || engine.inspections("sidecar").len() >= 2).await;
+        idle(Duration::from_millis(100)).await;
+        assert_eq!(
+            spaces.opened(),
+            vec!["/proc/101/ns/net".to_string()],
+            "only the owner's namespace is ever opened"
+        );
+        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
+        assert_eq!(metric(&m, "symroute_errors_total"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_namespace_shared_by_two_containers_is_managed_once() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    // Two paths to one namespace (a pod's members, say).
+    spaces.add("/proc/101/ns/net", &ns);
+    spaces.add("/proc/102/ns/net", &ns);
+    engine.put(web("first", 101));
+    engine.put(web("second", 102));
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("converged", || !ns.tagged().0.is_empty()).await;
+        idle(Duration::from_millis(100)).await;
+        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
+        assert_eq!(ns.handles(), 1, "the second open was dropped");
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn require_label_manages_only_labelled_containers_and_false_opts_out() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let mut nss = Vec::new();
+    for (n, id, label) in [
+        (1, "plain", None),
+        (2, "yes", Some("true")),
+        (3, "no", Some("false")),
+    ] {
+        let ns = FakeNs::new(n, kernel_with(vec![lan_link(), app_link()]));
+        let pid = 100 + u32::try_from(n).expect("small");
+        spaces.add(&format!("/proc/{pid}/ns/net"), &ns);
+        let mut c = web(id, pid);
+        if let Some(v) = label {
+            c.labels.insert("symroute.enable".into(), v.into());
+        }
+        engine.put(c);
+        nss.push(ns);
+    }
+    let mut opts = options();
+    opts.require_label = true;
+    let nss2 = nss.clone();
+    let m = Arc::new(Metrics::default());
+    with_daemon(opts, &engine, &spaces, &m, async {
+        until("labelled converged", || !nss2[1].tagged().0.is_empty()).await;
+        idle(Duration::from_millis(100)).await;
+        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
+        assert!(
+            nss2[0].tagged().0.is_empty(),
+            "no label: skipped with --require-label"
+        );
+        assert!(nss2[2].tagged().0.is_empty(), "label false: skipped");
+    })
+    .await;
+    // Without --require-label only the opt-out is skipped.
+    let engine2 = FakeEngine::default();
+    for c in engine.state().containers.values() {
+        engine2.put(c.clone());
+    }
+    let m = Arc::new(Metrics::default());
+    with_daemon(options(), &engine2, &spaces, &m, async {
+        until("two managed", || {
+            metric(&m, "symroute_containers_managed") == 2.0
+        })
+        .await;
+        assert!(
+            !nss[0].tagged().0.is_empty(),
+            "unlabelled managed by default"
+        );
+        assert!(nss[2].tagged().0.is_empty(), "label false still skipped");
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn clean_on_exit_removes_the_rules_under_the_lock() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &ns);
+    engine.put(web("web1", 101));
+    let mut opts = options();
+    opts.clean_on_exit = true;
+    let ns2 = ns.clone();
+    let m = Arc::new(Metrics::default());
+    with_daemon(opts, &engine, &spaces, &m, async {
+        until("converged", || !ns2.tagged().0.is_empty()).await;
+    })
+    .await;
+    assert_eq!(ns.tagged(), (vec![], vec![]), "cleaned on exit");
+    assert_eq!(ns.unlocked_changes.load(Ordering::SeqCst), 0);
+    assert_eq!(ns.handles(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn periodic_resync_picks_up_a_container_whose_start_was_missed() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &ns);
+    let mut opts = options();
+    opts.resync_interval = Duration::from_secs(5);
+    let m = Arc::new(Metrics::default());
+    with_daemon(opts, &engine, &spaces, &m, async {
+        until("subscribed", || engine.subscribed()).await;
+        let t = Instant::now();
+        engine.put(web("web1", 101));
+        until("converged by the resync", || !ns.tagged().0.is_empty()).await;
+        let took = Instant::now() - t;
+        assert!(
+            took <= Duration::from_secs(5) + Duration::from_millis(10),
+            "within one interval: {took:?}"
+        );
+    })
+    .await;
+}
