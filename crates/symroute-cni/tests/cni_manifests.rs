@@ -55,10 +55,17 @@ fn network_attachment_definition_chains_a_valid_symroute_entry() {
 fn daemonset_installs_into_opt_cni_bin_and_checks_the_copy() {
     let ds = manifest("symroute-cni-daemonset.yaml");
     assert!(ds.contains("path: /opt/cni/bin"));
-    assert!(ds.contains("cp /usr/local/bin/symroute-cni /host/opt/cni/bin/.symroute.new"));
+    assert!(ds.contains("mountPath: /host/opt/cni/bin"));
+    // `symroute install-cni` does the atomic copy and the VERSION check
+    // (crates/symroute/src/commands/install_cni.rs).
+    assert!(ds.contains(r#"command: ["/usr/local/bin/symroute"]"#));
+    assert!(
+        ds.contains(r#"args: ["install-cni", "--cni-bin-dir", "/host/opt/cni/bin", "--wait"]"#)
+    );
     let containerfile = manifest("Containerfile");
     assert!(containerfile.contains("--bin symroute-cni"));
     assert!(containerfile.contains("/usr/local/bin/symroute-cni"));
-    assert!(ds.contains("mv -f /host/opt/cni/bin/.symroute.new /host/opt/cni/bin/symroute"));
-    assert!(ds.contains("CNI_COMMAND=VERSION /host/opt/cni/bin/symroute"));
+    let image = manifest("../docker/Dockerfile");
+    assert!(image.contains("COPY symroute symroute-cni /usr/local/bin/"));
+    assert!(image.contains(r#"ENTRYPOINT ["/usr/local/bin/symroute"]"#));
 }

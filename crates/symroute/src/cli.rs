@@ -44,7 +44,7 @@ const EXAMPLES_DEMO: &str = "Example:
 #[derive(Debug, Parser)]
 #[command(
     name = "symroute",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SYMROUTE_GIT_COMMIT"), ")"),
     about,
     long_about = "symroute gives every interface of a multi-homed network namespace its own \
 routing table and a `from <address>` rule, so a reply leaves through the interface its \
@@ -314,6 +314,8 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Copy the CNI plugin into a node's CNI binary directory, atomically, and check it answers
+    InstallCni(crate::commands::install_cni::InstallCniArgs),
     /// Write the man pages (symroute.1 and one per command) into a folder
     #[command(after_help = "Example:\n  symroute man /usr/local/share/man/man1")]
     Man {

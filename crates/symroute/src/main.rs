@@ -29,6 +29,7 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Completions { shell } => commands::completions::run(shell),
+        Command::InstallCni(a) => commands::install_cni::run(&a),
         Command::Man { dir } => commands::man::run(&dir),
     }
 }

@@ -66,8 +66,11 @@ use serde_json::Value;
 use symroute_linux::netns::Netns;
 use symroute_testkit::lab::Ns;
 
-/// Debian's docker.io daemon.
-pub const DOCKERD: &str = "/usr/sbin/dockerd";
+/// The dockerd the labs start: `$SYMROUTE_DOCKERD` (scripts/test sets it to
+/// the one it found, e.g. Docker CE's /usr/bin/dockerd), else Debian's docker.io.
+pub static DOCKERD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    std::env::var("SYMROUTE_DOCKERD").unwrap_or_else(|_| "/usr/sbin/dockerd".to_string())
+});
 /// Debian's docker.io CLI (20.10). Named by path: another `docker` (a newer
 /// client under /usr/local/bin) may come first in PATH.
 pub const DOCKER: &str = "/usr/bin/docker";
@@ -376,7 +379,7 @@ impl DockerLab {
             "--log-level=warn".to_string(),
         ];
         args.extend(self.dockerd_args.iter().cloned());
-        let mut cmd = self.ns.command(DOCKERD);
+        let mut cmd = self.ns.command(DOCKERD.as_str());
         cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -403,7 +406,7 @@ impl DockerLab {
         }
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("start {DOCKERD} in ns {}: {e}", self.ns.name()));
+            .unwrap_or_else(|e| panic!("start {} in ns {}: {e}", *DOCKERD, self.ns.name()));
         self.pid = child.id();
         self.dockerd = Some(child);
     }
@@ -859,7 +862,7 @@ fn require_docker() {
         "Docker tests must run as root (they start dockerd in network namespaces they create); \
          effective uid is {uid}. Run: sudo -E cargo test --test docker_harness"
     );
-    for path in [DOCKERD, DOCKER] {
+    for path in [DOCKERD.as_str(), DOCKER] {
         assert!(
             Path::new(path).exists(),
             "{path} is missing: install Debian's docker.io (scripts/test does: apt-get install docker.io)"

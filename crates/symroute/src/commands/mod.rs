@@ -6,6 +6,7 @@ pub mod clean;
 pub mod completions;
 pub mod daemon;
 pub mod diagnose;
+pub mod install_cni;
 pub mod man;
 pub mod status;
 
