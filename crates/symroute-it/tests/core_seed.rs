@@ -240,8 +240,20 @@ fn diagnose_exits_2_on_a_bad_target() {
             }
             let out = symroute(&args);
             out.expect(2);
-            assert!(out.stderr.contains(expect), "{}", out.stderr);
-            assert!(out.stdout.is_empty(), "{}", out.stdout);
+            if json {
+                // --json errors are JSON on stdout: {"error": ..., "code": 2}.
+                let v: serde_json::Value = serde_json::from_str(&out.stdout)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.stdout));
+                assert_eq!(v["code"], 2, "{}", out.stdout);
+                assert!(
+                    v["error"].as_str().is_some_and(|e| e.contains(expect)),
+                    "{}",
+                    out.stdout
+                );
+            } else {
+                assert!(out.stderr.contains(expect), "{}", out.stderr);
+                assert!(out.stdout.is_empty(), "{}", out.stdout);
+            }
         }
     }
 }
