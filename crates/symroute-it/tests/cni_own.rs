@@ -448,8 +448,26 @@ fn concurrent_cli_apply_and_cni_add_on_another_interface() {
     let netns = lab.pod.path().display().to_string();
     for round in 0..30 {
         let (cli, add) = std::thread::scope(|s| {
+            // The CLI runs in the namespace the runtime runs the plugin in,
+            // as on a real node: writers exclude each other through a lock
+            // bound in their own network namespace.
             let cli = s.spawn(|| {
-                symroute_cli(&["apply", "--netns", &netns, "--gateway", "net1=203.0.113.1"])
+                let out = lab
+                    .rt
+                    .host
+                    .command(symroute_testkit::workspace_bin("symroute"))
+                    .args(["apply", "--netns", &netns, "--gateway", "net1=203.0.113.1"])
+                    .env_remove("CNI_COMMAND")
+                    .output()
+                    .expect("run symroute");
+                (
+                    out.status.code().unwrap_or(-1),
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                )
             });
             let add = s.spawn(|| lab.rt.call("symroute", "ADD", att, conf));
             (

@@ -72,10 +72,16 @@ fn symroute_bounded(args: &[&str]) -> Out {
 
 /// An empty config file of this test process's own.
 fn empty_config() -> String {
-    let dir = scratch_dir("own-review-config");
-    let p = dir.join("empty.toml");
-    std::fs::write(&p, "").expect("write empty config");
-    p.display().to_string()
+    // Made once per test process: scratch_dir empties its folder, so tests
+    // running in parallel must not each make it again.
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = scratch_dir("own-review-config");
+        let p = dir.join("empty.toml");
+        std::fs::write(&p, "").expect("write empty config");
+        p.display().to_string()
+    })
+    .clone()
 }
 
 fn send(child: &Child, sig: nix::sys::signal::Signal) {
