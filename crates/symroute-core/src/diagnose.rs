@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::kernel::{Kernel, KernelError, RouteQuery};
-use crate::model::{Family, RT_TABLE_MAIN, Snapshot};
+use crate::model::{Family, Snapshot};
 use crate::render;
 
 /// Off-link probes from the documentation ranges, tried in order; the first
@@ -136,9 +136,7 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
 
     // The main table's default routes.
     let mut defaults: Vec<DefaultRoute> = snap
-        .routes
-        .iter()
-        .filter(|r| r.table == RT_TABLE_MAIN && r.is_default() && r.kind.is_unicast())
+        .main_defaults()
         .map(|r| DefaultRoute {
             route: render::route_show(r, Some(&snap)),
             interface: name(r.oif).unwrap_or_else(|| "(multipath)".into()),
@@ -176,10 +174,11 @@ pub fn diagnose<K: Kernel>(k: &mut K, fix_command: &str) -> Result<Diagnosis, Ke
                     if tied.len() > 1 {
                         // fib_select_default: the first whose gateway's
                         // neighbour entry is not known dead (field-facts 6).
-                        parts.push(format!(
-                            "{family}: main has {} default routes of equal metric {low} (via {}): the kernel uses the first whose gateway's neighbour (ARP) entry is not known to be dead, so which one a reply takes depends on ARP state and changes with it",
+                        parts.push(crate::equal_defaults::sentence(
+                            family,
                             tied.len(),
-                            tied.join(", ")
+                            low,
+                            &tied.join(", "),
                         ));
                         continue;
                     }

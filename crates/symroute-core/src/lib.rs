@@ -7,6 +7,7 @@
 pub mod diagnose;
 pub mod diff;
 pub mod engine;
+pub mod equal_defaults;
 pub mod kernel;
 pub mod model;
 pub mod ownership;

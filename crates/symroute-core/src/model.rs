@@ -236,6 +236,12 @@ impl Snapshot {
     pub fn link(&self, index: u32) -> Option<&Link> {
         self.links.iter().find(|l| l.index == index)
     }
+    /// The main table's unicast default routes, in the kernel's order.
+    pub fn main_defaults(&self) -> impl Iterator<Item = &Route> {
+        self.routes
+            .iter()
+            .filter(|r| r.table == RT_TABLE_MAIN && r.is_default() && r.kind.is_unicast())
+    }
     pub fn link_by_name(&self, name: &str) -> Option<&Link> {
         self.links.iter().find(|l| l.name == name)
     }

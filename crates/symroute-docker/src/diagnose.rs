@@ -15,12 +15,12 @@ use serde::Serialize;
 
 use crate::client::{DockerError, NetworkInfo};
 use crate::engine_api::{EngineApi, EngineVersion};
-use crate::equal_defaults::{EqualDefaults, arp_dependent, equal_defaults};
 use crate::explain::{DefaultChoice, Explanation, explain, host_interface};
 use crate::model::{ContainerInfo, NetworkMode};
 use symroute_core::diagnose::{Diagnosis, diagnose};
+use symroute_core::equal_defaults::{EqualDefaults, arp_dependent, equal_defaults};
 use symroute_core::kernel::Kernel;
-use symroute_core::model::{Family, RT_TABLE_MAIN, Snapshot};
+use symroute_core::model::{Family, Snapshot};
 use symroute_core::report;
 use symroute_linux::kernel::NetlinkKernel;
 use symroute_linux::netns::Netns;
@@ -180,14 +180,8 @@ fn explain_podman(
                 ),
             }
         } else if let Some(r) = snap.and_then(|s| {
-            s.routes
-                .iter()
-                .filter(|r| {
-                    r.table == RT_TABLE_MAIN
-                        && r.is_default()
-                        && r.kind.is_unicast()
-                        && r.family() == family
-                })
+            s.main_defaults()
+                .filter(|r| r.family() == family)
                 .min_by_key(|r| r.metric)
                 .map(|r| (s.link(r.oif).map(|l| l.name.clone()), r.metric))
         }) {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::{GatewayHint, PlanError};
-use crate::model::{Family, Link, RT_TABLE_MAIN, Snapshot};
+use crate::model::{Family, Link, Snapshot};
 
 /// The connected prefixes of a link's global addresses of one family:
 /// (network, first address in it).
@@ -124,10 +124,7 @@ pub(crate) fn main_defaults(snap: &Snapshot) -> BTreeMap<(u32, Family), (IpAddr,
             }
         }
     };
-    for r in &snap.routes {
-        if r.table != RT_TABLE_MAIN || !r.is_default() || !r.kind.is_unicast() {
-            continue;
-        }
+    for r in snap.main_defaults() {
         if let Some(gw) = r.gateway
             && r.oif != 0
         {

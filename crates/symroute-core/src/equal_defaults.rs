@@ -14,8 +14,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use symroute_core::diagnose::Diagnosis;
-use symroute_core::model::{Family, RT_TABLE_MAIN, Snapshot};
+use crate::diagnose::Diagnosis;
+use crate::model::{Family, RT_TABLE_MAIN, Snapshot};
 
 /// Two or more default routes of one family sharing the lowest metric in main.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,14 +38,16 @@ impl EqualDefaults {
 
     /// What they mean, in words.
     pub fn text(&self) -> String {
-        format!(
-            "{}: main has {} default routes of equal metric {} (via {}): the kernel uses the first whose gateway's neighbour (ARP) entry is not known to be dead, so which one a reply takes depends on ARP state and changes with it",
-            self.family,
-            self.via.len(),
-            self.metric,
-            self.interfaces()
-        )
+        sentence(self.family, self.via.len(), self.metric, &self.interfaces())
     }
+}
+
+/// The one wording of `count` default routes of `family` tied at `metric`
+/// in main (via `interfaces`, "eth0, eth1"): used by every diagnosis.
+pub fn sentence(family: Family, count: usize, metric: u32, interfaces: &str) -> String {
+    format!(
+        "{family}: main has {count} default routes of equal metric {metric} (via {interfaces}): the kernel uses the first whose gateway's neighbour (ARP) entry is not known to be dead, so which one a reply takes depends on ARP state and changes with it"
+    )
 }
 
 /// The equal-metric default groups of `snap`'s main table (at most one per
@@ -54,15 +56,8 @@ pub fn equal_defaults(snap: &Snapshot) -> Vec<EqualDefaults> {
     let mut out = Vec::new();
     for family in [Family::V4, Family::V6] {
         let defaults: Vec<_> = snap
-            .routes
-            .iter()
-            .filter(|r| {
-                r.table == RT_TABLE_MAIN
-                    && r.is_default()
-                    && r.kind.is_unicast()
-                    && r.family() == family
-                    && r.multipath.is_empty()
-            })
+            .main_defaults()
+            .filter(|r| r.family() == family && r.multipath.is_empty())
             .collect();
         let Some(min) = defaults.iter().map(|r| r.metric).min() else {
             continue;
@@ -112,8 +107,8 @@ pub fn arp_dependent(d: &Diagnosis, groups: &[EqualDefaults]) -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use symroute_core::diagnose::{AddressReport, Verdict};
-    use symroute_core::model::{IfAddr, Link, Route, Scope};
+    use crate::diagnose::{AddressReport, Verdict};
+    use crate::model::{IfAddr, Link, Route, Scope};
 
     fn link(index: u32, name: &str, addr: &str) -> Link {
         Link {
@@ -140,7 +135,7 @@ mod tests {
             table: RT_TABLE_MAIN,
             prefsrc: None,
             scope: Scope::Universe,
-            kind: symroute_core::model::RouteType::UNICAST,
+            kind: crate::model::RouteType::UNICAST,
             onlink: false,
             protocol: 4,
             multipath: Vec::new(),
