@@ -3,8 +3,8 @@
 //! core's [`Kernel`]. Every change goes through the core engine:
 //! [`engine::apply_to`] with [`Selection::Only`](symroute_core::plan::Selection)
 //! for ADD (diff, execute, roll back on failure), [`engine::status`] for
-//! CHECK; DEL and GC remove what [`teardown`] selects from the attachment's
-//! record.
+//! CHECK; DEL and GC [`engine::clean_in`] with what [`crate::teardown`] selects
+//! from the attachment's record.
 //!
 //! Every command holds the namespace's lock (the one every symroute writer
 //! takes) from its snapshot to its last change.
@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use symroute_core::diff::Op;
 use symroute_core::engine::{self, ApplyOptions, EngineError};
-use symroute_core::kernel::{Kernel, is_already};
+use symroute_core::kernel::Kernel;
 use symroute_core::model::{Link, Protocol, Snapshot};
 use symroute_core::render;
 use symroute_core::report;
@@ -24,7 +24,7 @@ use crate::log::Log;
 use crate::ns::{Namespace, Namespaces, OpenError};
 use crate::request::{Request, build_request};
 use crate::state::{self, AttachmentState};
-use crate::teardown::{self, Scope};
+use crate::teardown::Scope;
 
 /// The core engine's error as a CNI error: a plan that cannot be made is
 /// code 101, the rest (the kernel refused; all was rolled back) code 100.
@@ -254,15 +254,16 @@ fn clean_attachment<S: Namespace>(
         k.snapshot()
             .map_err(|e| kernel_error("read the namespace's state", e))?
     };
-    let ops = teardown::teardown(&snap, &req.opts.settings, scope);
-    let names = with_names(snap, scope);
-    let mut errors = Vec::new();
-    for op in &ops {
-        match k.execute(op) {
-            Ok(()) => log.line(&report::op_text(op, &names)),
-            Err(e) if is_already(&e, op) => {}
-            Err(e) => errors.push(e.to_string()),
-        }
+    let names = with_names(snap.clone(), scope);
+    let space = scope.space(&req.opts.settings);
+    let (removed, errors) =
+        match engine::clean_in(&mut k, snap, &space, |own, snap| scope.select(own, snap)) {
+            Ok(rep) => (rep.removed, Vec::new()),
+            Err(EngineError::Clean { removed, errors }) => (removed, errors),
+            Err(e) => return Err(engine_error(e)),
+        };
+    for op in &removed {
+        log.line(&report::op_text(op, &names));
     }
     if errors.is_empty() {
         Ok(())
@@ -273,7 +274,11 @@ fn clean_attachment<S: Namespace>(
                 "could not remove all of symroute's objects for {}",
                 scope.ifname
             ),
-            errors.join("; "),
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
         ))
     }
 }

@@ -1,6 +1,8 @@
 //! What DEL and GC remove for one attachment: only objects inside its
 //! space, as the core's one ownership classification
-//! ([`symroute_core::ownership::classify`]) decides. Pure.
+//! ([`symroute_core::ownership::classify`]) decides. Pure: the removal
+//! itself is the core engine's one clean path
+//! ([`symroute_core::engine::clean_in`]).
 //!
 //! The attachment's space: its recorded protocol and rule priority, the
 //! band of the settings, plus the table it named with sbr's `table` (as
@@ -15,14 +17,15 @@
 //!   through the same link stays).
 //!
 //! A delete that could also match a tagged rule symroute cannot describe
-//! exactly is not sent ([`Ownership::exact_deletes`]).
+//! exactly is not sent (the engine applies [`Ownership::exact_deletes`]).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use symroute_core::diff::Op;
+use symroute_core::engine::removal_plan;
 use symroute_core::model::{Family, Protocol, Snapshot};
-use symroute_core::ownership::{Ownership, Space, classify};
+use symroute_core::ownership::{Ownership, Space};
 use symroute_core::settings::{DEFAULT_PRIORITY, Settings};
 
 use crate::error::{CniError, code};
@@ -87,7 +90,7 @@ impl Scope {
     }
 
     /// The attachment's space under `settings`.
-    fn space(&self, settings: &Settings) -> Space {
+    pub fn space(&self, settings: &Settings) -> Space {
         let base = Space {
             protocol: self.protocol,
             priority: self.priority,
@@ -99,41 +102,47 @@ impl Scope {
             None => base,
         }
     }
-}
 
-/// The operations that remove the attachment's objects, rules first.
-pub fn teardown(snap: &Snapshot, settings: &Settings, scope: &Scope) -> Vec<Op> {
-    let own: Ownership = classify(snap, &scope.space(settings));
-    let mut addrs: BTreeSet<IpAddr> = scope.addrs.iter().copied().collect();
-    if let Some(l) = snap.link_by_name(&scope.ifname) {
-        addrs.extend(l.global_addrs().map(symroute_core::model::IfAddr::addr));
-    }
-    let rules: Vec<_> = own
-        .rules
-        .iter()
-        .filter(|r| {
-            r.src.is_some_and(|s| {
-                s.prefix_len() == Family::of(&s.addr()).host_prefix() && addrs.contains(&s.addr())
+    /// Of the objects that are ours in [`Scope::space`], the attachment's:
+    /// the selection DEL and GC hand to [`symroute_core::engine::clean_in`]
+    /// (which orders the deletions and drops any that could not be exact).
+    pub fn select(&self, own: &Ownership, snap: &Snapshot) -> Vec<Op> {
+        let mut addrs: BTreeSet<IpAddr> = self.addrs.iter().copied().collect();
+        if let Some(l) = snap.link_by_name(&self.ifname) {
+            addrs.extend(l.global_addrs().map(symroute_core::model::IfAddr::addr));
+        }
+        let rules: Vec<_> = own
+            .rules
+            .iter()
+            .filter(|r| {
+                r.src.is_some_and(|s| {
+                    s.prefix_len() == Family::of(&s.addr()).host_prefix()
+                        && addrs.contains(&s.addr())
+                })
             })
-        })
-        .cloned()
-        .collect();
-    let mut ops: Vec<Op> = rules.iter().cloned().map(Op::DelRule).collect();
-    if scope.routes {
-        let tables: BTreeSet<u32> = scope
+            .cloned()
+            .collect();
+        let tables: BTreeSet<u32> = self
             .table
             .into_iter()
             .chain(rules.iter().map(|r| r.table))
             .collect();
-        let mut routes: Vec<_> = own
+        let routes = own
             .routes
             .iter()
-            .filter(|r| tables.contains(&r.table))
+            .filter(|r| self.routes && tables.contains(&r.table))
             .cloned()
-            .collect();
-        // Gateway routes before the connected routes they rely on.
-        routes.sort_by_key(|r| r.gateway.is_none());
-        ops.extend(routes.into_iter().map(Op::DelRoute));
+            .map(Op::DelRoute);
+        rules.into_iter().map(Op::DelRule).chain(routes).collect()
     }
-    own.exact_deletes(ops).0
+}
+
+/// The operations DEL and GC send for the attachment (what
+/// [`symroute_core::engine::clean_in`] removes with [`Scope::select`]),
+/// rules first. Pure.
+pub fn teardown(snap: &Snapshot, settings: &Settings, scope: &Scope) -> Vec<Op> {
+    removal_plan(snap, &scope.space(settings), |own, snap| {
+        scope.select(own, snap)
+    })
+    .0
 }

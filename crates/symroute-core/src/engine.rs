@@ -64,8 +64,12 @@ pub enum EngineError {
         route: Box<Route>,
     },
     /// Some removals failed; the rest were carried out.
-    #[error("clean: {}", .0.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("; "))]
-    Clean(Vec<KernelError>),
+    #[error("clean: {}", .errors.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Clean {
+        /// The removals that were carried out.
+        removed: Vec<Op>,
+        errors: Vec<KernelError>,
+    },
 }
 
 fn rollback_note(errs: &[KernelError]) -> String {
@@ -525,20 +529,32 @@ pub struct CleanReport {
     pub snapshot: Snapshot,
 }
 
-/// The deletions that remove every object of `own`: rules first, then
-/// routes, gateway routes before the connected routes they rely on; minus
-/// the deletes that could not be exact (returned as findings).
+/// Deletions in the order a clean sends them: rules first (traffic stops
+/// using the tables before they empty), then routes, gateway routes before
+/// the connected routes they rely on.
+fn removal_order(ops: &mut [Op]) {
+    ops.sort_by_key(|op| match op {
+        Op::DelRule(_) | Op::AddRule(_) => 0,
+        Op::DelRoute(r) | Op::AddRoute(r) => 1 + u8::from(r.gateway.is_none()),
+    });
+}
+
+/// The deletions that remove every object of `own` (see [`removal_order`]),
+/// minus the deletes that could not be exact (returned as findings).
 pub fn clean_ops(own: &Ownership) -> (Vec<Op>, Vec<Finding>) {
-    let mut routes: Vec<&Route> = own.routes.iter().collect();
-    routes.sort_by_key(|r| r.gateway.is_none());
-    own.exact_deletes(
-        own.rules
-            .iter()
-            .cloned()
-            .map(Op::DelRule)
-            .chain(routes.into_iter().cloned().map(Op::DelRoute))
-            .collect(),
-    )
+    let mut ops = every_object(own, &Snapshot::default());
+    removal_order(&mut ops);
+    own.exact_deletes(ops)
+}
+
+/// The selection of [`clean`]: every object of the space.
+pub fn every_object(own: &Ownership, _snap: &Snapshot) -> Vec<Op> {
+    own.rules
+        .iter()
+        .cloned()
+        .map(Op::DelRule)
+        .chain(own.routes.iter().cloned().map(Op::DelRoute))
+        .collect()
 }
 
 /// Remove every rule and route that is symroute's (see [`crate::ownership`]),
@@ -546,10 +562,52 @@ pub fn clean_ops(own: &Ownership) -> (Vec<Op>, Vec<Finding>) {
 /// strand the rest.
 pub fn clean<K: Kernel>(k: &mut K, settings: &Settings) -> Result<CleanReport, EngineError> {
     let snap = k.snapshot()?;
-    let own = classify(&snap, &Space::of(settings));
-    let (ops, ambiguous) = clean_ops(&own);
-    let mut findings = own.findings.clone();
+    clean_in(k, snap, &Space::of(settings), every_object)
+}
+
+/// What [`clean_in`] sends, and what it leaves alone (the space's findings,
+/// plus the deletes that could not be exact). Pure.
+pub fn removal_plan(
+    snap: &Snapshot,
+    space: &Space,
+    select: impl FnOnce(&Ownership, &Snapshot) -> Vec<Op>,
+) -> (Vec<Op>, Vec<Finding>) {
+    let own = classify(snap, space);
+    let mut ops: Vec<Op> = select(&own, snap)
+        .into_iter()
+        .filter(|op| match op {
+            Op::DelRule(r) => own.rules.contains(r),
+            Op::DelRoute(r) => own.routes.contains(r),
+            Op::AddRule(_) | Op::AddRoute(_) => false,
+        })
+        .collect();
+    removal_order(&mut ops);
+    let (ops, ambiguous) = own.exact_deletes(ops);
+    let mut findings = own.findings;
     findings.extend(ambiguous);
+    (ops, findings)
+}
+
+/// The one removal path of every writer: of the objects that are ours in
+/// `space` (the one classification, [`classify`]), remove those `select`
+/// picks from them (every one for [`clean`]; one CNI attachment's for its
+/// DEL and GC), in [`removal_order`], never a delete that could match an
+/// object symroute cannot describe exactly ([`Ownership::exact_deletes`]:
+/// reported as findings instead). `snap` is the namespace's state, read
+/// under the writer's lock. Keeps going past a failure (an object already
+/// gone counts as removed by someone else, not as a failure) so one bad
+/// object does not strand the rest; [`EngineError::Clean`] lists what was
+/// removed and what failed.
+///
+/// `select` may only return deletions of objects of the ownership it is
+/// given; anything else is dropped (a selection cannot widen the space).
+pub fn clean_in<K: Kernel>(
+    k: &mut K,
+    snap: Snapshot,
+    space: &Space,
+    select: impl FnOnce(&Ownership, &Snapshot) -> Vec<Op>,
+) -> Result<CleanReport, EngineError> {
+    let (ops, findings) = removal_plan(&snap, space, select);
     let mut removed = Vec::new();
     let mut errors = Vec::new();
     for op in ops {
@@ -566,6 +624,6 @@ pub fn clean<K: Kernel>(k: &mut K, settings: &Settings) -> Result<CleanReport, E
             snapshot: snap,
         })
     } else {
-        Err(EngineError::Clean(errors))
+        Err(EngineError::Clean { removed, errors })
     }
 }

@@ -649,16 +649,78 @@ fn clean_removes_only_tagged_objects() {
 }
 
 #[test]
+fn clean_in_removes_only_the_selection_and_never_widens_the_space() {
+    let mut k = seed();
+    let o = opts(PlanRequest::default());
+    apply_ok(&mut k, &o);
+    let space = Space::of(&o.settings);
+    let ours = tagged_rules(&k.state, &o.settings);
+    assert!(ours.len() >= 2, "the seed gives two interfaces");
+    // A foreign object (main's default route) and an add smuggled into the
+    // selection are dropped; of ours, only the one rule selected goes.
+    let foreign: Vec<Op> = k.state.main_defaults().cloned().map(Op::DelRoute).collect();
+    assert!(!foreign.is_empty());
+    let picked = ours[1].clone();
+    let snap = k.snapshot().unwrap();
+    let rep = engine::clean_in(&mut k, snap, &space, |own, _| {
+        assert!(own.rules.contains(&picked));
+        let mut sel = foreign.clone();
+        sel.push(Op::AddRule(picked.clone()));
+        sel.push(Op::DelRule(picked.clone()));
+        sel
+    })
+    .unwrap();
+    assert_eq!(rep.removed, vec![Op::DelRule(picked.clone())]);
+    let left = tagged_rules(&k.state, &o.settings);
+    assert_eq!(left.len(), ours.len() - 1);
+    assert!(!left.contains(&picked));
+    assert_eq!(k.state.main_defaults().count(), foreign.len());
+}
+
+#[test]
+fn clean_in_sends_rules_before_routes_and_gateway_routes_first() {
+    let mut k = seed();
+    let o = opts(PlanRequest::default());
+    apply_ok(&mut k, &o);
+    let snap = k.snapshot().unwrap();
+    // The selection in the worst order: routes (connected first), then rules.
+    let rep = engine::clean_in(&mut k, snap, &Space::of(&o.settings), |own, _| {
+        let mut routes = own.routes.clone();
+        routes.sort_by_key(|r| r.gateway.is_some());
+        routes
+            .into_iter()
+            .map(Op::DelRoute)
+            .chain(own.rules.iter().cloned().map(Op::DelRule))
+            .collect()
+    })
+    .unwrap();
+    let rank = |op: &Op| match op {
+        Op::DelRule(_) => 0,
+        Op::DelRoute(r) if r.gateway.is_some() => 1,
+        _ => 2,
+    };
+    let ranks: Vec<u8> = rep.removed.iter().map(rank).collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
+    assert!(ranks.contains(&1) && ranks.contains(&2), "{ranks:?}");
+    assert!(tagged_rules(&k.state, &o.settings).is_empty());
+    assert!(tagged_routes(&k.state, &o.settings).is_empty());
+}
+
+#[test]
 fn clean_keeps_going_past_a_failure() {
     let mut k = seed();
     let o = opts(PlanRequest::default());
     apply_ok(&mut k, &o);
+    let before = tagged_rules(&k.state, &Settings::default()).len()
+        + tagged_routes(&k.state, &Settings::default()).len();
     k.fail_at = Some(k.calls());
     let e = engine::clean(&mut k, &o.settings).unwrap_err();
-    let EngineError::Clean(errors) = &e else {
+    let EngineError::Clean { removed, errors } = &e else {
         panic!("{e}")
     };
     assert_eq!(errors.len(), 1);
+    // Everything but the failed one was removed, and the error says so.
+    assert_eq!(removed.len(), before - 1);
     assert_eq!(errors[0].errno(), Some(libc::EPERM));
     assert_eq!(
         tagged_rules(&k.state, &Settings::default()).len()
