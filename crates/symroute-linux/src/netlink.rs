@@ -6,9 +6,11 @@
 use std::io;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    DecodeError, ErrorContext, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, Parseable,
 };
 use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{LinkAttribute, LinkHeader, LinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 /// Errors of the netlink transport itself; callers wrap them with the object
@@ -153,20 +155,130 @@ impl NlSocket {
     }
 }
 
-/// Decode the first message of `bytes`. When the crate refuses it (its
-/// string attributes must be UTF-8, and a container can give an interface
-/// an alias, an altname or even a name that is not), decode a cleaned copy
-/// instead: see [`sanitize`].
-fn decode(bytes: &[u8]) -> Result<NetlinkMessage<RouteNetlinkMessage>, NetlinkError> {
-    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
-        Ok(m) => Ok(m),
-        Err(e) => {
-            let clean = sanitize(bytes).ok_or_else(|| NetlinkError::Decode(e.to_string()))?;
-            NetlinkMessage::<RouteNetlinkMessage>::deserialize(&clean)
-                .map_err(|e| NetlinkError::Decode(e.to_string()))
-        }
+/// The messages symroute reads, decoded only as far as it reads them.
+///
+/// Links carry dozens of attributes (statistics, `IFLA_LINKINFO` with a
+/// parser per link kind, `IFLA_AF_SPEC`, ...) of which symroute uses two:
+/// the name and the hardware address. Decoding the rest would cost time on
+/// every dump, and an attribute that the crate cannot parse (a link kind a
+/// container made, newer than the crate) would make the whole dump fail. So
+/// a link message is decoded here, its header and those two attributes only;
+/// addresses, rules and routes are decoded by netlink-packet-route. A
+/// message of any other type is refused (symroute never asks for one, and
+/// its notification sockets join only the link, address, rule and route
+/// groups). This keeps the crate's decoders of the other message families
+/// out of the binaries too (the CNI plugin's size, docs/benchmarks.md).
+struct Decoded(RouteNetlinkMessage);
+
+impl NetlinkDeserializable for Decoded {
+    type Error = DecodeError;
+
+    fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Self, DecodeError> {
+        use RouteNetlinkMessage as M;
+        use netlink_packet_route::{
+            address::AddressMessage, route::RouteMessage, rule::RuleMessage,
+        };
+        let t = header.message_type;
+        Ok(Decoded(match t {
+            RTM_NEWLINK | RTM_DELLINK => {
+                let link = decode_link(payload)?;
+                if t == RTM_NEWLINK {
+                    M::NewLink(link)
+                } else {
+                    M::DelLink(link)
+                }
+            }
+            RTM_NEWADDR | RTM_DELADDR => {
+                let a = AddressMessage::parse(payload).context("invalid address message")?;
+                if t == RTM_NEWADDR {
+                    M::NewAddress(a)
+                } else {
+                    M::DelAddress(a)
+                }
+            }
+            RTM_NEWROUTE | RTM_DELROUTE => {
+                let r = RouteMessage::parse(payload).context("invalid route message")?;
+                if t == RTM_NEWROUTE {
+                    M::NewRoute(r)
+                } else {
+                    M::DelRoute(r)
+                }
+            }
+            RTM_NEWRULE | RTM_DELRULE => {
+                let r = RuleMessage::parse(payload).context("invalid rule message")?;
+                if t == RTM_NEWRULE {
+                    M::NewRule(r)
+                } else {
+                    M::DelRule(r)
+                }
+            }
+            other => {
+                return Err(DecodeError::from(format!(
+                    "unexpected message type {other}"
+                )));
+            }
+        }))
     }
 }
+
+/// A link message's header, name and hardware address (see [`Decoded`]).
+/// A name that is not UTF-8 is an error here (the caller then decodes a
+/// cleaned copy, see [`sanitize`]).
+fn decode_link(payload: &[u8]) -> Result<LinkMessage, DecodeError> {
+    let header = LinkHeader::parse(payload).context("invalid link message header")?;
+    let mut msg = LinkMessage::default();
+    msg.header = header;
+    let nlas = payload.get(LINK_HEADER_LEN..).unwrap_or_default();
+    for nla in NlasIterator::new(nlas) {
+        let nla = nla.context("invalid link attribute")?;
+        match nla.kind() & NLA_TYPE_MASK {
+            IFLA_IFNAME => {
+                let v = nla.value();
+                let v = v.strip_suffix(&[0]).unwrap_or(v);
+                let name = std::str::from_utf8(v)
+                    .map_err(|_| DecodeError::from("interface name is not UTF-8"))?;
+                msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+            }
+            IFLA_ADDRESS => msg
+                .attributes
+                .push(LinkAttribute::Address(nla.value().to_vec())),
+            _ => {}
+        }
+    }
+    Ok(msg)
+}
+
+/// Decode the first message of `bytes`. When it cannot be decoded (string
+/// attributes must be UTF-8, and a container can give an interface an
+/// alias, an altname or even a name that is not), decode a cleaned copy
+/// instead: see [`sanitize`].
+fn decode(bytes: &[u8]) -> Result<NetlinkMessage<RouteNetlinkMessage>, NetlinkError> {
+    let msg = match NetlinkMessage::<Decoded>::deserialize(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            let clean = sanitize(bytes).ok_or_else(|| NetlinkError::Decode(e.to_string()))?;
+            NetlinkMessage::<Decoded>::deserialize(&clean)
+                .map_err(|e| NetlinkError::Decode(e.to_string()))?
+        }
+    };
+    let payload = match msg.payload {
+        NetlinkPayload::InnerMessage(Decoded(m)) => NetlinkPayload::InnerMessage(m),
+        NetlinkPayload::Done(d) => NetlinkPayload::Done(d),
+        NetlinkPayload::Error(e) => NetlinkPayload::Error(e),
+        NetlinkPayload::Noop => NetlinkPayload::Noop,
+        NetlinkPayload::Overrun(o) => NetlinkPayload::Overrun(o),
+        _ => NetlinkPayload::Noop,
+    };
+    Ok(NetlinkMessage::new(msg.header, payload))
+}
+
+/// linux/if_link.h: the size of `struct ifinfomsg`.
+const LINK_HEADER_LEN: usize = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_DELADDR: u16 = 21;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const RTM_DELRULE: u16 = 33;
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
@@ -301,5 +413,72 @@ mod tests {
         };
         let link = crate::kernel::parse_link(&link);
         assert_eq!((link.index, link.name.as_str()), (7, "a\\xff (not UTF-8)"));
+    }
+
+    /// nlmsghdr of type `t` + ifinfomsg for index 7 + the given attributes.
+    fn link_msg(t: u16, attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut m = vec![0u8; 32];
+        m[4..6].copy_from_slice(&t.to_ne_bytes());
+        m[20..24].copy_from_slice(&7i32.to_ne_bytes());
+        for (t, p) in attrs {
+            m.extend_from_slice(&((4 + p.len()) as u16).to_ne_bytes());
+            m.extend_from_slice(&t.to_ne_bytes());
+            m.extend_from_slice(p);
+            m.resize(m.len().next_multiple_of(4), 0);
+        }
+        let l = m.len() as u32;
+        m[0..4].copy_from_slice(&l.to_ne_bytes());
+        m
+    }
+
+    fn nla(t: u16, p: &[u8]) -> Vec<u8> {
+        let mut v = ((4 + p.len()) as u16).to_ne_bytes().to_vec();
+        v.extend_from_slice(&t.to_ne_bytes());
+        v.extend_from_slice(p);
+        v.resize(v.len().next_multiple_of(4), 0);
+        v
+    }
+
+    #[test]
+    fn a_link_whose_link_info_the_crate_cannot_parse_still_decodes() {
+        // IFLA_LINKINFO { IFLA_INFO_KIND "bond", IFLA_INFO_DATA { IFLA_BOND_MODE
+        // with three bytes where one belongs } }: a container can make
+        // links of kinds newer than the crate; their info must not fail a dump.
+        let data = nla(1, &[1, 2, 3]);
+        let mut info = nla(1, b"bond\0");
+        info.extend(nla(2 | 0x8000, &data));
+        let m = link_msg(
+            RTM_NEWLINK,
+            &[
+                (IFLA_IFNAME, b"bond0\0".to_vec()),
+                (IFLA_ADDRESS, vec![2, 0, 0, 0, 0, 9]),
+                (18 | 0x8000, info),
+            ],
+        );
+        assert!(
+            NetlinkMessage::<RouteNetlinkMessage>::deserialize(&m).is_err(),
+            "the crate's full decoder refuses this message"
+        );
+        let msg = decode(&m).expect("decoded");
+        let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = msg.payload else {
+            panic!("not a link: {msg:?}");
+        };
+        let link = crate::kernel::parse_link(&link);
+        assert_eq!((link.index, link.name.as_str()), (7, "bond0"));
+        assert_eq!(link.mac.as_deref(), Some("02:00:00:00:00:09"));
+    }
+
+    #[test]
+    fn a_deleted_link_decodes_and_other_message_types_are_refused() {
+        let m = link_msg(RTM_DELLINK, &[(IFLA_IFNAME, b"x\0".to_vec())]);
+        let msg = decode(&m).expect("decoded");
+        assert!(matches!(
+            msg.payload,
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(_))
+        ));
+        // RTM_NEWNEIGH: never asked for.
+        let m = link_msg(28, &[]);
+        let e = decode(&m).unwrap_err().to_string();
+        assert!(e.contains("unexpected message type 28"), "{e}");
     }
 }
