@@ -1,6 +1,7 @@
 //! Podman 4.3 (the host's, Debian 12) with its CNI backend: libcni runs Debian's real
 //! plugins (/usr/lib/cni) and the freshly built `symroute-cni`, installed as `symroute` in
-//! the lab's plugin folder, on `podman run`, `podman network reload` and `podman rm`. The
+//! the lab's plugin folder, on `podman run`, `stop`, `start`, `network disconnect`,
+//! `network connect`, `network reload` and `rm`. The
 //! engine runs in a lab namespace of its own (tests/common/engines.rs, `Podman43Cni`: the
 //! lab's containers.conf sets `network_backend = "cni"`, `cni_plugin_dirs` and
 //! `network_config_dir`), with lab recipe C: a LAN router (strict rp_filter) with a remote
@@ -309,6 +310,64 @@ fn rm_deletes_exactly_the_plugins_objects(c: &RecipeC, name: &str, attachments: 
     assert!(errors.is_empty(), "{name}: DEL errors: {errors:?}");
 }
 
+/// `podman stop` (DEL of both networks: no state left) and `start` (ADD: reachable again);
+/// `network disconnect` of the LAN (DEL of that attachment only, seen in the running
+/// namespace) and `network connect` back (ADD: reachable again).
+fn stop_start_disconnect_connect(c: &RecipeC, name: &str, lan_ip: Ipv4Addr, banner: &str) {
+    let id = c.lab.inspect(name)["Id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    c.lab.cli_ok(["stop", "-t", "0", name]);
+    let left = state_files(c, &id);
+    assert!(left.is_empty(), "{name}: state left after stop: {left:?}");
+    c.lab.cli_ok(["start", name]);
+    c.lab.wait_listening(name);
+    let snap = snapshot_of(&Netns::open(c.lab.netns_path(name)).expect("netns"));
+    assert_eq!(
+        tagged_sources(&snap),
+        sorted(&[lan_ip, app_ip(c, name)]),
+        "{name} after stop and start"
+    );
+    assert_attachment(&snap, name, lan_ip, ROUTER_LAN);
+    c.flush_router_neigh(lan_ip);
+    assert_connects(
+        &c.remote,
+        service(lan_ip),
+        banner,
+        &format!("remote to {name} after stop and start"),
+    );
+
+    c.lab.cli_ok(["network", "disconnect", LAN, name]);
+    let snap = snapshot_of(&Netns::open(c.lab.netns_path(name)).expect("netns"));
+    assert_eq!(
+        tagged_sources(&snap),
+        sorted(&[app_ip(c, name)]),
+        "{name} after network disconnect {LAN}: only the bridge attachment's rule is left"
+    );
+    let states = state_files(c, &id);
+    assert!(
+        states.len() == 1 && states[0].starts_with(&format!("{APP}/")),
+        "{name} after network disconnect {LAN}: state files {states:?}"
+    );
+    c.lab
+        .cli_ok(["network", "connect", "--ip", &lan_ip.to_string(), LAN, name]);
+    let snap = snapshot_of(&Netns::open(c.lab.netns_path(name)).expect("netns"));
+    assert_eq!(
+        tagged_sources(&snap),
+        sorted(&[lan_ip, app_ip(c, name)]),
+        "{name} after network connect {LAN}"
+    );
+    assert_attachment(&snap, name, lan_ip, ROUTER_LAN);
+    c.flush_router_neigh(lan_ip);
+    assert_connects(
+        &c.remote,
+        service(lan_ip),
+        banner,
+        &format!("remote to {name} after network connect"),
+    );
+}
+
 #[test]
 fn podman43_cni_macvlan_reachable_only_with_symroute_chained_and_rm_deletes_its_objects() {
     let t0 = Instant::now();
@@ -391,6 +450,7 @@ fn podman43_cni_macvlan_reachable_only_with_symroute_chained_and_rm_deletes_its_
         "web2"
     );
     assert_attachment(&snap2, "web2", WEB2_LAN, ROUTER_LAN);
+    stop_start_disconnect_connect(&c, "web2", WEB2_LAN, "hello from web2");
 
     // `podman network reload`: DEL then ADD of each network through libcni.
     let t1 = Instant::now();
