@@ -20,9 +20,11 @@
 //! - The sid root is never written: it is the lower layer of an overlay whose upper layer is
 //!   in the lab's folder, so labs can share it and run side by side.
 //! - Podman 4.3 writes netavark's IPAM db to /run/containers/networks and a blob cache to
-//!   /var/lib/containers whatever `--root` says: in the lab's mount namespace /run is a
-//!   tmpfs and /var/lib an overlay whose upper layer is in the lab's folder, so the host's
-//!   /run and /var/lib are never written and two 4.3 labs do not share an IPAM db.
+//!   /var/lib/containers whatever `--root` says (its CNI backend: libcni's cache and
+//!   host-local's leases in /var/lib/cni, network namespaces in /run/netns, symroute's
+//!   state in /run/symroute/cni): in the lab's mount namespace /run is a tmpfs and /var/lib
+//!   an overlay whose upper layer is in the lab's folder, so the host's /run and /var/lib
+//!   are never written and two 4.3 labs do not share an IPAM db.
 //! - Everything else lives in one folder, `/tmp/symroute-engine-<pid>-<n>` (under /tmp:
 //!   the sid root sees /tmp at the same path, so sockets, data and exec roots have one name
 //!   inside and out): data/exec/run roots, the API socket, logs, the image.
@@ -105,6 +107,11 @@ pub enum Engine {
     Docker28,
     /// The host's podman 4.3 (netavark 1.4), `podman system service`.
     Podman43,
+    /// The host's podman 4.3 with its CNI backend (libcni, Debian's plugins in /usr/lib/cni
+    /// and the freshly built `symroute-cni` installed as `symroute` in the lab's `cni-bin`),
+    /// configured by the lab's `containers.conf` ([`EngineLab::containers_conf`]); its
+    /// networks are the conflists the test writes in [`EngineLab::network_config_dir`].
+    Podman43Cni,
     /// podman 5.8 (netavark 1.17) from the sid root, `podman system service`.
     Podman58,
 }
@@ -114,12 +121,17 @@ impl Engine {
         self != Engine::Docker28
     }
     fn uses_sid_root(self) -> bool {
-        self != Engine::Podman43
+        matches!(self, Engine::Docker28 | Engine::Podman58)
+    }
+    /// The host's podman 4.3 (either network backend).
+    fn is_host_podman(self) -> bool {
+        matches!(self, Engine::Podman43 | Engine::Podman43Cni)
     }
     pub fn name(self) -> &'static str {
         match self {
             Engine::Docker28 => "docker-28",
             Engine::Podman43 => "podman-4.3",
+            Engine::Podman43Cni => "podman-4.3-cni",
             Engine::Podman58 => "podman-5.8",
         }
     }
@@ -262,6 +274,9 @@ impl EngineLab {
         // From here on a panic drops `lab`, which tears down what exists.
         lab.spawn_holder();
         lab.prepare_mounts(sid.as_deref());
+        if engine == Engine::Podman43Cni {
+            lab.prepare_cni();
+        }
         lab.spawn_service();
         lab.wait_ready();
         lab.start_time = t0.elapsed();
@@ -322,7 +337,52 @@ impl EngineLab {
         clean_env(&mut cmd);
         cmd.env("PODMAN_IGNORE_CGROUPSV1_WARNING", "1")
             .env("TMPDIR", self.path("tmp"));
+        if self.engine == Engine::Podman43Cni {
+            cmd.env("CONTAINERS_CONF", self.containers_conf());
+        }
         cmd
+    }
+
+    /// The lab's containers.conf (Podman 4.3 CNI backend only).
+    pub fn containers_conf(&self) -> PathBuf {
+        self.dir.join("containers.conf")
+    }
+    /// Where the engine reads its networks: `--network-config-dir`, or containers.conf's
+    /// `network_config_dir` (CNI backend: the conflists).
+    pub fn network_config_dir(&self) -> PathBuf {
+        self.dir.join("net")
+    }
+    /// The lab's CNI plugin folder, first in `cni_plugin_dirs` (Podman 4.3 CNI backend):
+    /// holds `symroute` (the built `symroute-cni`).
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.dir.join("cni-bin")
+    }
+    /// A path inside the lab's mount namespace (e.g. `/run/symroute/cni`, on the lab's own
+    /// /run), as the host reaches it: through the holder's root.
+    pub fn inside(&self, path: &str) -> PathBuf {
+        PathBuf::from(format!(
+            "/proc/{}/root/{}",
+            self.holder_pid,
+            path.trim_start_matches('/')
+        ))
+    }
+
+    /// Podman 4.3 CNI backend: install the plugin and write containers.conf.
+    fn prepare_cni(&self) {
+        let bin = self.cni_bin_dir();
+        fs::create_dir_all(&bin).unwrap_or_else(|e| panic!("mkdir {}: {e}", bin.display()));
+        let built = symroute_testkit::workspace_bin("symroute-cni");
+        let plugin = bin.join("symroute");
+        fs::copy(&built, &plugin)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), plugin.display()));
+        fs::set_permissions(&plugin, fs::Permissions::from_mode(0o755)).expect("chmod plugin");
+        let conf = format!(
+            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"/usr/lib/cni\"]\n\
+             network_config_dir = \"{}\"\n",
+            bin.display(),
+            self.network_config_dir().display()
+        );
+        fs::write(self.containers_conf(), conf).expect("write containers.conf");
     }
 
     fn spawn_holder(&mut self) {
@@ -414,8 +474,11 @@ impl EngineLab {
             "--events-backend=file".into(),
             "--runtime=runc".into(),
         ];
-        if self.engine == Engine::Podman43 {
-            g.push("--network-backend=netavark".into());
+        match self.engine {
+            Engine::Podman43 => g.push("--network-backend=netavark".into()),
+            // the backend, the plugin folders and the network folder: containers.conf
+            Engine::Podman43Cni => g.retain(|a| !a.starts_with("--network-config-dir=")),
+            _ => {}
         }
         g
     }
@@ -443,7 +506,7 @@ impl EngineLab {
                     .args(["--shutdown-timeout=3", "--log-level=warn"]);
                 c
             }
-            Engine::Podman43 | Engine::Podman58 => {
+            Engine::Podman43 | Engine::Podman43Cni | Engine::Podman58 => {
                 let mut c = self.enter("podman");
                 c.args(self.podman_globals())
                     .args(["system", "service", "--time", "0"])
@@ -544,7 +607,7 @@ impl EngineLab {
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .collect();
         let mut cmd = if self.engine.is_podman() {
-            let prog = if self.engine == Engine::Podman43 {
+            let prog = if self.engine.is_host_podman() {
                 HOST_PODMAN
             } else {
                 "podman"
@@ -954,10 +1017,10 @@ fn listens(pid: u32, port: u16) -> bool {
 
 /// A lab that panics inside a thread (its Drop tears it down on the unwinding): after the
 /// join, panic unless nothing of it is left: its folder, mounts under it, its cgroups, the
-/// engine, the holder, the container's process, and (Podman 4.3) /run/containers or
-/// /var/lib/containers on the host.
+/// engine, the holder, the container's process, and (Podman 4.3) /run/containers,
+/// /var/lib/containers or /var/lib/cni on the host.
 pub fn assert_panic_cleans_up(engine: Engine) {
-    let host_dirs = ["/run/containers", "/var/lib/containers"];
+    let host_dirs = ["/run/containers", "/var/lib/containers", "/var/lib/cni"];
     let existed: Vec<bool> = host_dirs.iter().map(|d| Path::new(d).exists()).collect();
     let (tx, rx) = std::sync::mpsc::channel();
     let joined = std::thread::spawn(move || {
@@ -1132,6 +1195,14 @@ impl RecipeC {
     /// macvlan network 2001:db8:2::/64; remote 2001:db8:100::10/64 behind it) and/or on the
     /// bridge network (`app_v6`: 2001:db8:3::/64).
     pub fn build_with(engine: Engine, lan_v6: bool, app_v6: bool) -> RecipeC {
+        let c = RecipeC::build_without_networks(engine, lan_v6);
+        c.create_networks(lan_v6, app_v6);
+        c
+    }
+
+    /// The namespaces, the engine and the image, but no engine network yet (the Podman 4.3
+    /// CNI suite writes its own conflists).
+    pub fn build_without_networks(engine: Engine, lan_v6: bool) -> RecipeC {
         let router = ok(Ns::new("router"));
         let remote = ok(Ns::new("remote"));
         ok(router.sysctl("net.ipv4.ip_forward", "1"));
@@ -1168,6 +1239,15 @@ impl RecipeC {
         }
         let mut lab = EngineLab::start(engine, host);
         lab.image();
+        RecipeC {
+            lab,
+            router,
+            remote,
+        }
+    }
+
+    fn create_networks(&self, lan_v6: bool, app_v6: bool) {
+        let lab = &self.lab;
         let macvlan_driver = ["network", "create", "-d", "macvlan"];
         let mut args: Vec<&str> = macvlan_driver.to_vec();
         if lan_v6 {
@@ -1208,11 +1288,6 @@ impl RecipeC {
         }
         args.push(APP);
         lab.cli_ok(&args);
-        RecipeC {
-            lab,
-            router,
-            remote,
-        }
     }
 
     /// Run `name` on both networks (LAN address `lan_ip`), serving `banner`; its id.
