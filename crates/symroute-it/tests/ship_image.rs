@@ -451,8 +451,15 @@ fn podman_4_builds_the_image_and_runs_it_as_the_documented_daemon() {
     let built = started.elapsed();
     let podman = c.lab.podman_wrapper();
 
-    // Built by podman, as scripts/build-image does it for a user.
-    let image = build_image_with(&podman, c.lab.dir(), &[]);
+    // `CONTAINER_ENGINE=podman scripts/build-image`, as a user runs it: the
+    // lab's podman is the `podman` first on PATH.
+    let bin_dir = podman.parent().expect("the wrapper's folder");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let image = build_image_with(Path::new("podman"), c.lab.dir(), &[("PATH", path)]);
     assert_eq!(image, IMAGE);
     let inspect: Value = serde_json::from_str(&c.lab.cli_ok(["image", "inspect", IMAGE]))
         .expect("podman image inspect is JSON");
