@@ -643,6 +643,48 @@ impl EngineLab {
         self.cli(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A `podman` executable for scripts (`CONTAINER_ENGINE=<it>`): `<lab>/bin/podman`, a
+    /// shell script that runs the lab's podman (in the lab's mount and network namespaces,
+    /// chrooted for 5.8, with the lab's root, runroot and network config) with its
+    /// arguments, exactly as [`EngineLab::cli`] does. Podman labs only.
+    pub fn podman_wrapper(&self) -> PathBuf {
+        assert!(self.engine.is_podman(), "podman_wrapper: {:?}", self.engine);
+        let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        let mut words = vec![
+            "exec".to_string(),
+            "env".into(),
+            "-i".into(),
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            "PODMAN_IGNORE_CGROUPSV1_WARNING=1".into(),
+            q(&format!("TMPDIR={}", self.path("tmp"))),
+            "nsenter".into(),
+            "-t".into(),
+            self.holder_pid.to_string(),
+            "-m".into(),
+            "-n".into(),
+            "--".into(),
+        ];
+        if let Some(root) = &self.rootfs {
+            words.extend(["chroot".into(), q(&root.display().to_string())]);
+        }
+        words.push(
+            if self.engine == Engine::Podman43 {
+                HOST_PODMAN
+            } else {
+                "podman"
+            }
+            .into(),
+        );
+        words.extend(self.podman_globals().iter().map(|g| q(g)));
+        words.push(r#""$@""#.into());
+        let bin = self.dir.join("bin");
+        fs::create_dir_all(&bin).expect("mkdir bin");
+        let path = bin.join("podman");
+        fs::write(&path, format!("#!/bin/sh\n{}\n", words.join(" "))).expect("write podman");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod podman");
+        path
+    }
+
     /// Import the test image once: busybox-static, `/bin/banner`, and a command that
     /// answers every TCP connection on port 80 with `$BANNER` (default "hello from bb").
     pub fn image(&mut self) -> String {
