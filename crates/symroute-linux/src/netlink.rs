@@ -431,6 +431,10 @@ mod tests {
         m
     }
 
+    const IFLA_LINKINFO: u16 = 18;
+    const IFLA_INFO_DATA: u16 = 2;
+    const NLA_F_NESTED: u16 = 0x8000;
+
     fn nla(t: u16, p: &[u8]) -> Vec<u8> {
         let mut v = ((4 + p.len()) as u16).to_ne_bytes().to_vec();
         v.extend_from_slice(&t.to_ne_bytes());
@@ -446,13 +450,13 @@ mod tests {
         // links of kinds newer than the crate; their info must not fail a dump.
         let data = nla(1, &[1, 2, 3]);
         let mut info = nla(1, b"bond\0");
-        info.extend(nla(2 | 0x8000, &data));
+        info.extend(nla(IFLA_INFO_DATA | NLA_F_NESTED, &data));
         let m = link_msg(
             RTM_NEWLINK,
             &[
                 (IFLA_IFNAME, b"bond0\0".to_vec()),
                 (IFLA_ADDRESS, vec![2, 0, 0, 0, 0, 9]),
-                (18 | 0x8000, info),
+                (IFLA_LINKINFO | NLA_F_NESTED, info),
             ],
         );
         assert!(
