@@ -26,7 +26,7 @@
 //!   same key (table, prefix, metric) exists. What is stored is what the
 //!   message carries: unicast, scope link or universe (IPv6: universe), no
 //!   multipath, IPv6 metric 0 read back as 1024.
-//! - `DelRoute` removes the first route matching table, prefix, and metric,
+//! - `DelRoute` removes the lowest-metric route matching table, prefix, and metric,
 //!   protocol, device and gateway when given; for IPv4 also the route type
 //!   (the message's is unicast: a blackhole or unreachable route seeded into
 //!   `state` never matches), the scope and the preferred source when given,
@@ -489,10 +489,17 @@ fn route_matches_delete(existing: &Route, del: &Route) -> bool {
 }
 
 fn del_route(state: &mut Snapshot, r: &Route) -> Result<(), i32> {
+    // The kernel keeps a prefix's routes in metric order (IPv4's aliases by
+    // priority in `fib_insert_alias()`, IPv6's leaf list in `fib6_add_rt2()`)
+    // and deletes the first that matches: with metric 0 (not given), the
+    // lowest-metric match, wherever it stands in this list.
     let at = state
         .routes
         .iter()
-        .position(|x| route_matches_delete(x, r))
+        .enumerate()
+        .filter(|(_, x)| route_matches_delete(x, r))
+        .min_by_key(|(_, x)| x.metric)
+        .map(|(i, _)| i)
         .ok_or(libc::ESRCH)?;
     state.routes.remove(at);
     Ok(())
