@@ -26,6 +26,7 @@ use symroute_core::model::{Route, Rule, Snapshot};
 use symroute_linux::kernel::NetlinkKernel;
 use symroute_testkit::lab::{LabError, Ns};
 
+pub mod bounded;
 pub mod docker;
 
 /// The binary under test.
