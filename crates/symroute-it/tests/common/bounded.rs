@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use symroute_testkit::lab::Ns;
 
-use super::{BIN, Out, net, ok, require_root, scratch_dir};
+use super::{BIN, Out, net, ok, require_root};
 
 /// A hard bound for one run of the binary in tests that could hang.
 pub const RUN_BOUND: Duration = Duration::from_secs(20);
@@ -86,18 +86,10 @@ pub fn symroute_bounded(args: &[&str]) -> Out {
     symroute_bounded_env(args, &[])
 }
 
-/// An empty config file of this test process's own.
+/// The path of the empty config file every run of the binary is given
+/// (`common::symroute` adds it itself; these runs name it).
 pub fn empty_config() -> String {
-    // Made once per test process: scratch_dir empties its folder, so tests
-    // running in parallel must not each make it again.
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = scratch_dir("empty-config");
-        let p = dir.join("empty.toml");
-        std::fs::write(&p, "").expect("write empty config");
-        p.display().to_string()
-    })
-    .clone()
+    super::empty_config().display().to_string()
 }
 
 /// Send `sig` to `child` by pid; the child may have exited already, which
