@@ -44,16 +44,6 @@ fn tables(plan: &Value) -> BTreeMap<String, u32> {
         .collect()
 }
 
-fn apply_json(ctr: &str, gateways: &[&str]) -> Value {
-    let mut args = vec!["apply", "--netns", ctr, "--json"];
-    for g in gateways {
-        args.extend(["--gateway", g]);
-    }
-    let out = symroute(&args);
-    out.expect(0);
-    out.json()
-}
-
 /// `status --json` with `--gateway GATEWAY`, which must exit 1 (out of sync).
 fn status_json_out_of_sync(ctr: &str, gateway: &str) -> Value {
     let out = symroute(["status", "--netns", ctr, "--gateway", gateway, "--json"]);

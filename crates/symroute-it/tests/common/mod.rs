@@ -374,6 +374,18 @@ pub fn plan_iface<'a>(plan: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("plan has no interface {name}: {plan}"))
 }
 
+/// `symroute apply --netns CTR --json` with `--gateway G` for each of
+/// `gateways`: must exit 0; its JSON report.
+pub fn apply_json(ctr: &str, gateways: &[&str]) -> Value {
+    let mut args = vec!["apply", "--netns", ctr, "--json"];
+    for g in gateways {
+        args.extend(["--gateway", g]);
+    }
+    let out = symroute(&args);
+    out.expect(0);
+    out.json()
+}
+
 /// The table number a plan's JSON gives interface `name`.
 pub fn plan_table(plan: &Value, name: &str) -> u32 {
     let t = plan_iface(plan, name)["table"]
