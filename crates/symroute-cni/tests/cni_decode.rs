@@ -271,21 +271,23 @@ fn snapshot_with_two_attachments() -> (Snapshot, Settings) {
     (snap, settings)
 }
 
+/// The host writer's DEL scope of net1: its routes, no recorded addresses
+/// or table.
+fn net1_scope() -> Scope {
+    Scope {
+        ifname: "net1".into(),
+        addrs: vec![],
+        table: None,
+        routes: true,
+        protocol: Protocol::HOST,
+        ..Scope::default()
+    }
+}
+
 #[test]
 fn teardown_removes_one_attachment_only() {
     let (snap, settings) = snapshot_with_two_attachments();
-    let ops = teardown(
-        &snap,
-        &settings,
-        &Scope {
-            ifname: "net1".into(),
-            addrs: vec![],
-            table: None,
-            routes: true,
-            protocol: Protocol::HOST,
-            ..Scope::default()
-        },
-    );
+    let ops = teardown(&snap, &settings, &net1_scope());
     assert!(ops.iter().all(|o| !o.is_add()));
     let (rules, routes): (Vec<&Op>, Vec<&Op>) =
         ops.iter().partition(|o| matches!(o, Op::DelRule(_)));
@@ -321,12 +323,9 @@ fn teardown_removes_one_attachment_only() {
         &gone,
         &settings,
         &Scope {
-            ifname: "net1".into(),
             addrs: vec![ip("203.0.113.50")],
             table: Some(table),
-            routes: true,
-            protocol: Protocol::HOST,
-            ..Scope::default()
+            ..net1_scope()
         },
     );
     assert_eq!(ops.len(), 1, "{ops:?}");
@@ -335,12 +334,9 @@ fn teardown_removes_one_attachment_only() {
         &snap,
         &settings,
         &Scope {
-            ifname: "net1".into(),
-            addrs: vec![],
             table: Some(5001),
             routes: false,
-            protocol: Protocol::HOST,
-            ..Scope::default()
+            ..net1_scope()
         },
     );
     assert!(ops.iter().all(|o| matches!(o, Op::DelRule(_))), "{ops:?}");
@@ -376,18 +372,7 @@ fn teardown_never_touches_main_or_another_priority() {
     };
     snap.rules.push(rule(3000, 254));
     snap.rules.push(rule(2999, 10000));
-    let ops = teardown(
-        &snap,
-        &settings,
-        &Scope {
-            ifname: "net1".into(),
-            addrs: vec![],
-            table: None,
-            routes: true,
-            protocol: Protocol::HOST,
-            ..Scope::default()
-        },
-    );
+    let ops = teardown(&snap, &settings, &net1_scope());
     assert!(!ops.contains(&Op::DelRoute(main_route)), "{ops:?}");
     assert!(!ops.contains(&Op::DelRule(rule(3000, 254))), "{ops:?}");
     assert!(!ops.contains(&Op::DelRule(rule(2999, 10000))), "{ops:?}");

@@ -96,6 +96,22 @@ fn seed() -> FakeKernel {
     k
 }
 
+/// Every rule and route that is not symroute's (default settings) is in
+/// `after` as it was in `before`.
+fn assert_foreign_untouched(before: &Snapshot, after: &Snapshot) {
+    let settings = Settings::default();
+    assert_eq!(
+        foreign_rules(after, &settings),
+        foreign_rules(before, &settings),
+        "foreign rules"
+    );
+    assert_eq!(
+        foreign_routes(after, &settings),
+        foreign_routes(before, &settings),
+        "foreign routes"
+    );
+}
+
 fn apply_ok(k: &mut FakeKernel, o: &ApplyOptions) -> engine::ApplyReport {
     engine::apply(k, o).unwrap_or_else(|e| panic!("apply failed: {e}"))
 }
@@ -137,14 +153,7 @@ fn apply_on_a_fresh_two_homed_namespace() {
     assert!(rep.ops[..4].iter().all(|o| matches!(o, Op::AddRoute(_))));
     assert!(rep.ops[4..].iter().all(|o| matches!(o, Op::AddRule(_))));
     assert_eq!(k.log, rep.ops);
-    assert_eq!(
-        foreign_rules(&k.state, &Settings::default()),
-        foreign_rules(&before, &Settings::default())
-    );
-    assert_eq!(
-        foreign_routes(&k.state, &Settings::default()),
-        foreign_routes(&before, &Settings::default())
-    );
+    assert_foreign_untouched(&before, &k.state);
     assert_converged(&mut k, &o, &rep.plan);
     // The kernel's rule list: ours between local and main.
     let prios: Vec<u32> = k
@@ -525,14 +534,7 @@ fn clean_removes_only_tagged_objects() {
     assert_eq!(cleaned.removed.len(), owned);
     assert!(tagged_rules(&k.state, &Settings::default()).is_empty());
     assert!(tagged_routes(&k.state, &Settings::default()).is_empty());
-    assert_eq!(
-        foreign_rules(&k.state, &Settings::default()),
-        foreign_rules(&before, &Settings::default())
-    );
-    assert_eq!(
-        foreign_routes(&k.state, &Settings::default()),
-        foreign_routes(&before, &Settings::default())
-    );
+    assert_foreign_untouched(&before, &k.state);
     assert!(
         engine::clean(&mut k, &o.settings)
             .unwrap()

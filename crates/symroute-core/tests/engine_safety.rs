@@ -85,6 +85,17 @@ impl<F: FnMut(&mut FakeKernel)> Kernel for Hooked<F> {
     }
 }
 
+/// The seed, in which `route` appears (another writer adds it) just
+/// before the `at`-th change.
+fn seed_with_route_at(at: usize, route: Route) -> Hooked<impl FnMut(&mut FakeKernel)> {
+    Hooked {
+        k: seed(),
+        at,
+        calls: 0,
+        hook: move |k: &mut FakeKernel| k.state.routes.push(route.clone()),
+    }
+}
+
 /// The position of the first add of a default route into `table` in a dry run.
 fn position_of_default(o: &ApplyOptions, table: u32) -> (usize, Route) {
     let dry = engine::apply(
@@ -117,13 +128,7 @@ fn eexist_from_a_foreign_route_fails_names_it_and_rolls_back() {
         ..wanted.clone()
     };
     let before = seed().state;
-    let injected = foreign.clone();
-    let mut k = Hooked {
-        k: seed(),
-        at,
-        calls: 0,
-        hook: move |k: &mut FakeKernel| k.state.routes.push(injected.clone()),
-    };
+    let mut k = seed_with_route_at(at, foreign.clone());
     let e = engine::apply(&mut k, &o).unwrap_err();
     let text = e.to_string();
     let EngineError::Conflict {
@@ -156,13 +161,7 @@ fn eexist_from_a_foreign_route_fails_names_it_and_rolls_back() {
 fn eexist_from_the_exact_wanted_route_is_success() {
     let o = opts(vec![gw_hint("eth1", "172.19.0.1")]);
     let (at, wanted) = position_of_default(&o, 10001);
-    let injected = wanted.clone();
-    let mut k = Hooked {
-        k: seed(),
-        at,
-        calls: 0,
-        hook: move |k: &mut FakeKernel| k.state.routes.push(injected.clone()),
-    };
+    let mut k = seed_with_route_at(at, wanted.clone());
     let rep = engine::apply(&mut k, &o).unwrap();
     assert!(k.k.state.routes.contains(&wanted));
     // Converged: a second run has nothing to do.
@@ -182,13 +181,7 @@ fn eexist_from_a_same_key_route_of_another_shape_fails_too() {
         oif: 0,
         ..wanted.clone()
     };
-    let injected = other.clone();
-    let mut k = Hooked {
-        k: seed(),
-        at,
-        calls: 0,
-        hook: move |k: &mut FakeKernel| k.state.routes.push(injected.clone()),
-    };
+    let mut k = seed_with_route_at(at, other.clone());
     let e = engine::apply(&mut k, &o).unwrap_err();
     assert!(
         matches!(&e, EngineError::Conflict { found, .. } if found.contains("blackhole")),
