@@ -6,44 +6,15 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use ipnet::IpNet;
 use serde_json::{Value, json};
 use symroute_cni::teardown::{Scope, teardown};
 use symroute_cni::types::{self, NetConf, PrevResult};
 use symroute_cni::{Env, build_request, run};
 use symroute_core::diff::Op;
-use symroute_core::model::{
-    Family, IfAddr, Link, Protocol, Route, RouteType, Rule, Scope as RScope, Snapshot,
-};
+use symroute_core::model::{Family, Protocol, Route, RouteType, Rule, Scope as RScope, Snapshot};
 use symroute_core::plan::{Selection, plan};
 use symroute_core::settings::Settings;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("address")
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().expect("prefix")
-}
-
-fn link(index: u32, name: &str, addrs: &[&str]) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        mac: None,
-        up: true,
-        loopback: false,
-        addrs: addrs
-            .iter()
-            .map(|a| IfAddr {
-                net: net(a),
-                global: true,
-                tentative: false,
-                dad_failed: false,
-            })
-            .collect(),
-    }
-}
+use symroute_testkit::snap::{eth_no_mac, ip, net};
 
 #[test]
 fn unknown_keys_survive_a_round_trip_everywhere() {
@@ -156,7 +127,7 @@ fn options(extra: Value) -> types::Options {
 
 #[test]
 fn gateways_come_from_config_then_ips_then_default_routes() {
-    let l = link(3, "net1", &["203.0.113.50/24", "2001:db8:113::50/64"]);
+    let l = eth_no_mac(3, "net1", &["203.0.113.50/24", "2001:db8:113::50/64"]);
     let prev = PrevResult::from_value(
         &json!({"interfaces": [{"name": "net1", "sandbox": "/ns"}],
             "ips": [{"address": "203.0.113.50/24", "gateway": "203.0.113.1", "interface": 0},
@@ -207,7 +178,7 @@ fn gateways_come_from_config_then_ips_then_default_routes() {
 
     // A configured gateway off the link is an error; one of a family the
     // link lacks is ignored with a note.
-    let v4only = link(3, "net1", &["203.0.113.50/24"]);
+    let v4only = eth_no_mac(3, "net1", &["203.0.113.50/24"]);
     let e = build_request(
         &options(json!({"gateways": ["198.51.100.1"]})),
         None,
@@ -239,7 +210,7 @@ fn gateways_come_from_config_then_ips_then_default_routes() {
         "1.0.0",
     )
     .expect("prev");
-    let host32 = link(3, "net1", &["203.0.113.50/32"]);
+    let host32 = eth_no_mac(3, "net1", &["203.0.113.50/32"]);
     let b = build_request(&options(json!({})), Some(&off), "net1", None, &host32).expect("built");
     assert!(b.request.gateways.is_empty());
     assert!(
@@ -253,9 +224,9 @@ fn snapshot_with_two_attachments() -> (Snapshot, Settings) {
     let settings = Settings::default();
     let mut snap = Snapshot {
         links: vec![
-            link(2, "eth0", &["198.51.100.2/24"]),
-            link(3, "net1", &["203.0.113.50/24"]),
-            link(4, "net2", &["203.0.113.51/24"]),
+            eth_no_mac(2, "eth0", &["198.51.100.2/24"]),
+            eth_no_mac(3, "net1", &["203.0.113.50/24"]),
+            eth_no_mac(4, "net2", &["203.0.113.51/24"]),
         ],
         rules: Vec::new(),
         routes: Vec::new(),
@@ -300,21 +271,23 @@ fn snapshot_with_two_attachments() -> (Snapshot, Settings) {
     (snap, settings)
 }
 
+/// The host writer's DEL scope of net1: its routes, no recorded addresses
+/// or table.
+fn net1_scope() -> Scope {
+    Scope {
+        ifname: "net1".into(),
+        addrs: vec![],
+        table: None,
+        routes: true,
+        protocol: Protocol::HOST,
+        ..Scope::default()
+    }
+}
+
 #[test]
 fn teardown_removes_one_attachment_only() {
     let (snap, settings) = snapshot_with_two_attachments();
-    let ops = teardown(
-        &snap,
-        &settings,
-        &Scope {
-            ifname: "net1".into(),
-            addrs: vec![],
-            table: None,
-            routes: true,
-            protocol: Protocol::HOST,
-            ..Scope::default()
-        },
-    );
+    let ops = teardown(&snap, &settings, &net1_scope());
     assert!(ops.iter().all(|o| !o.is_add()));
     let (rules, routes): (Vec<&Op>, Vec<&Op>) =
         ops.iter().partition(|o| matches!(o, Op::DelRule(_)));
@@ -350,12 +323,9 @@ fn teardown_removes_one_attachment_only() {
         &gone,
         &settings,
         &Scope {
-            ifname: "net1".into(),
             addrs: vec![ip("203.0.113.50")],
             table: Some(table),
-            routes: true,
-            protocol: Protocol::HOST,
-            ..Scope::default()
+            ..net1_scope()
         },
     );
     assert_eq!(ops.len(), 1, "{ops:?}");
@@ -364,12 +334,9 @@ fn teardown_removes_one_attachment_only() {
         &snap,
         &settings,
         &Scope {
-            ifname: "net1".into(),
-            addrs: vec![],
             table: Some(5001),
             routes: false,
-            protocol: Protocol::HOST,
-            ..Scope::default()
+            ..net1_scope()
         },
     );
     assert!(ops.iter().all(|o| matches!(o, Op::DelRule(_))), "{ops:?}");
@@ -405,18 +372,7 @@ fn teardown_never_touches_main_or_another_priority() {
     };
     snap.rules.push(rule(3000, 254));
     snap.rules.push(rule(2999, 10000));
-    let ops = teardown(
-        &snap,
-        &settings,
-        &Scope {
-            ifname: "net1".into(),
-            addrs: vec![],
-            table: None,
-            routes: true,
-            protocol: Protocol::HOST,
-            ..Scope::default()
-        },
-    );
+    let ops = teardown(&snap, &settings, &net1_scope());
     assert!(!ops.contains(&Op::DelRoute(main_route)), "{ops:?}");
     assert!(!ops.contains(&Op::DelRule(rule(3000, 254))), "{ops:?}");
     assert!(!ops.contains(&Op::DelRule(rule(2999, 10000))), "{ops:?}");

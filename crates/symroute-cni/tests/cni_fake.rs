@@ -11,19 +11,15 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde_json::{Value, json};
 use symroute_cni::error::CniError;
 use symroute_cni::ns::{Namespace, Namespaces, OpenError};
 use symroute_cni::{Env, run_with};
 use symroute_core::diff::Op;
 use symroute_core::kernel::{Kernel, KernelError, RouteAnswer, RouteQuery};
-use symroute_core::model::{IfAddr, Link, Route, RouteType, Rule, Scope, Snapshot};
+use symroute_core::model::{Route, RouteType, Rule, Scope, Snapshot};
 use symroute_testkit::fake::FakeKernel;
-
-fn net(s: &str) -> IpNet {
-    s.parse().expect("prefix literal")
-}
+use symroute_testkit::snap::{eth_no_mac, net};
 
 /// One fake namespace's kernel, shared by every handle a command opens.
 #[derive(Clone)]
@@ -95,25 +91,6 @@ impl Namespaces for FakeNamespaces {
     }
 }
 
-fn link(index: u32, name: &str, addrs: &[&str]) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        mac: None,
-        up: true,
-        loopback: false,
-        addrs: addrs
-            .iter()
-            .map(|a| IfAddr {
-                net: net(a),
-                global: true,
-                tentative: false,
-                dad_failed: false,
-            })
-            .collect(),
-    }
-}
-
 const POD: &str = "/run/netns/pod";
 
 /// A pod with eth0 (198.51.100.2/24, main's default route via .1), net1
@@ -149,10 +126,10 @@ mod tempdir {
 impl Lab {
     fn new(tag: &str) -> Lab {
         let mut k = FakeKernel::with_links(vec![
-            link(1, "lo", &[]),
-            link(2, "eth0", &["198.51.100.2/24"]),
-            link(3, "net1", &["203.0.113.50/24"]),
-            link(4, "net2", &["192.0.2.50/24"]),
+            eth_no_mac(1, "lo", &[]),
+            eth_no_mac(2, "eth0", &["198.51.100.2/24"]),
+            eth_no_mac(3, "net1", &["203.0.113.50/24"]),
+            eth_no_mac(4, "net2", &["192.0.2.50/24"]),
         ]);
         k.state.links[0].loopback = true;
         k.state.routes.push(Route {

@@ -18,116 +18,9 @@ use symroute_core::ownership::{Space, classify};
 use symroute_core::plan::{GatewayHint, Plan, PlanError, PlanRequest, Selection, plan};
 use symroute_core::settings::Settings;
 use symroute_testkit::fake::FakeKernel;
-
-const TAG: u8 = 115;
-const BOOT: u8 = 3;
+use symroute_testkit::snap::{BOOT, TAG, conn, dflt, eth, global, hints, ip, lo, net, rule};
 
 // ---------------------------------------------------------------- helpers
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap_or_else(|e| panic!("bad prefix {s}: {e}"))
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap_or_else(|e| panic!("bad address {s}: {e}"))
-}
-
-fn global(s: &str) -> IfAddr {
-    IfAddr {
-        net: net(s),
-        global: true,
-        tentative: false,
-        dad_failed: false,
-    }
-}
-
-fn lo() -> Link {
-    let host = |s: &str| IfAddr {
-        global: false,
-        ..global(s)
-    };
-    Link {
-        index: 1,
-        name: "lo".into(),
-        mac: None,
-        up: true,
-        loopback: true,
-        addrs: vec![host("127.0.0.1/8"), host("::1/128")],
-    }
-}
-
-fn eth(index: u32, name: &str, addrs: &[&str]) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        mac: Some(format!("02:42:ac:00:00:{index:02x}")),
-        up: true,
-        loopback: false,
-        addrs: addrs.iter().map(|a| global(a)).collect(),
-    }
-}
-
-fn host(a: &str) -> IpNet {
-    let a = ip(a);
-    IpNet::new(a, Family::of(&a).host_prefix()).unwrap()
-}
-
-fn rule(a: &str, table: u32) -> Rule {
-    Rule {
-        family: Family::of(&ip(a)),
-        priority: 3000,
-        src: Some(host(a)),
-        table,
-        protocol: TAG,
-        other_selectors: false,
-    }
-}
-
-fn conn(table: u32, dst: &str, oif: u32, src: &str) -> Route {
-    Route {
-        table,
-        dst: net(dst),
-        gateway: None,
-        oif,
-        prefsrc: Some(ip(src)),
-        scope: Scope::Link,
-        kind: RouteType::UNICAST,
-        metric: 0,
-        onlink: false,
-        protocol: TAG,
-        multipath: Vec::new(),
-    }
-}
-
-fn dflt(table: u32, gw: &str, oif: u32) -> Route {
-    Route {
-        table,
-        dst: net("0.0.0.0/0"),
-        gateway: Some(ip(gw)),
-        oif,
-        prefsrc: None,
-        scope: Scope::Universe,
-        kind: RouteType::UNICAST,
-        metric: 0,
-        onlink: false,
-        protocol: TAG,
-        multipath: Vec::new(),
-    }
-}
-
-fn hints(h: &[(&str, &str)]) -> PlanRequest {
-    PlanRequest {
-        gateways: h
-            .iter()
-            .map(|(i, g)| GatewayHint {
-                ifname: i.to_string(),
-                gateway: ip(g),
-            })
-            .collect(),
-        selection: Selection::MultiHomed,
-        routes: Vec::new(),
-    }
-}
 
 fn opts(request: PlanRequest) -> ApplyOptions {
     ApplyOptions {
@@ -203,6 +96,22 @@ fn seed() -> FakeKernel {
     k
 }
 
+/// Every rule and route that is not symroute's (default settings) is in
+/// `after` as it was in `before`.
+fn assert_foreign_untouched(before: &Snapshot, after: &Snapshot) {
+    let settings = Settings::default();
+    assert_eq!(
+        foreign_rules(after, &settings),
+        foreign_rules(before, &settings),
+        "foreign rules"
+    );
+    assert_eq!(
+        foreign_routes(after, &settings),
+        foreign_routes(before, &settings),
+        "foreign routes"
+    );
+}
+
 fn apply_ok(k: &mut FakeKernel, o: &ApplyOptions) -> engine::ApplyReport {
     engine::apply(k, o).unwrap_or_else(|e| panic!("apply failed: {e}"))
 }
@@ -244,14 +153,7 @@ fn apply_on_a_fresh_two_homed_namespace() {
     assert!(rep.ops[..4].iter().all(|o| matches!(o, Op::AddRoute(_))));
     assert!(rep.ops[4..].iter().all(|o| matches!(o, Op::AddRule(_))));
     assert_eq!(k.log, rep.ops);
-    assert_eq!(
-        foreign_rules(&k.state, &Settings::default()),
-        foreign_rules(&before, &Settings::default())
-    );
-    assert_eq!(
-        foreign_routes(&k.state, &Settings::default()),
-        foreign_routes(&before, &Settings::default())
-    );
+    assert_foreign_untouched(&before, &k.state);
     assert_converged(&mut k, &o, &rep.plan);
     // The kernel's rule list: ours between local and main.
     let prios: Vec<u32> = k
@@ -632,14 +534,7 @@ fn clean_removes_only_tagged_objects() {
     assert_eq!(cleaned.removed.len(), owned);
     assert!(tagged_rules(&k.state, &Settings::default()).is_empty());
     assert!(tagged_routes(&k.state, &Settings::default()).is_empty());
-    assert_eq!(
-        foreign_rules(&k.state, &Settings::default()),
-        foreign_rules(&before, &Settings::default())
-    );
-    assert_eq!(
-        foreign_routes(&k.state, &Settings::default()),
-        foreign_routes(&before, &Settings::default())
-    );
+    assert_foreign_untouched(&before, &k.state);
     assert!(
         engine::clean(&mut k, &o.settings)
             .unwrap()

@@ -3,124 +3,37 @@
 //! (CNI) plan next to other attachments, unrepresentable tagged objects,
 //! shadowing rules, and the planner's refusals.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use symroute_core::diff::Op;
 use symroute_core::engine::{self, ApplyOptions, EngineError};
 use symroute_core::kernel::{Kernel, KernelError, RouteAnswer, RouteQuery};
-use symroute_core::model::{
-    Family, IfAddr, Link, Protocol, RT_TABLE_MAIN, Route, RouteType, Rule, Scope, Snapshot,
-};
+use symroute_core::model::{Protocol, RT_TABLE_MAIN, Route, RouteType, Rule, Scope, Snapshot};
 use symroute_core::ownership::Finding;
 use symroute_core::plan::{
     GatewayHint, OnlyInterface, PlanError, PlanRequest, RouteHint, Selection, plan,
 };
 use symroute_core::settings::{ConfigFile, Settings, SettingsError};
 use symroute_testkit::fake::FakeKernel;
-
-const TAG: u8 = 115;
-const BOOT: u8 = 3;
+use symroute_testkit::snap::{
+    BOOT, TAG, conn_of, dflt_of, eth_no_mac, gw_hint, host, ip, net, rule_of,
+};
 
 // ---------------------------------------------------------------- helpers
 
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn global(s: &str) -> IfAddr {
-    IfAddr {
-        net: net(s),
-        global: true,
-        tentative: false,
-        dad_failed: false,
-    }
-}
-
-fn eth(index: u32, name: &str, addrs: &[&str]) -> Link {
-    Link {
-        index,
-        name: name.into(),
-        mac: None,
-        up: true,
-        loopback: false,
-        addrs: addrs.iter().map(|a| global(a)).collect(),
-    }
-}
-
-fn host(a: &str) -> IpNet {
-    let a = ip(a);
-    IpNet::new(a, Family::of(&a).host_prefix()).unwrap()
-}
-
-fn rule(a: &str, table: u32, protocol: u8) -> Rule {
-    Rule {
-        family: Family::of(&ip(a)),
-        priority: 3000,
-        src: Some(host(a)),
-        table,
-        protocol,
-        other_selectors: false,
-    }
-}
-
-fn conn(table: u32, dst: &str, oif: u32, src: &str, protocol: u8) -> Route {
-    Route {
-        table,
-        dst: net(dst),
-        gateway: None,
-        oif,
-        prefsrc: Some(ip(src)),
-        scope: Scope::Link,
-        kind: RouteType::UNICAST,
-        metric: 0,
-        onlink: false,
-        protocol,
-        multipath: Vec::new(),
-    }
-}
-
-fn dflt(table: u32, gw: &str, oif: u32, protocol: u8) -> Route {
-    Route {
-        table,
-        dst: net("0.0.0.0/0"),
-        gateway: Some(ip(gw)),
-        oif,
-        prefsrc: None,
-        scope: Scope::Universe,
-        kind: RouteType::UNICAST,
-        metric: 0,
-        onlink: false,
-        protocol,
-        multipath: Vec::new(),
-    }
-}
-
 fn seed() -> FakeKernel {
     let mut k = FakeKernel::with_links(vec![
-        eth(2, "eth0", &["172.18.0.2/16"]),
-        eth(3, "eth1", &["172.19.0.2/16"]),
+        eth_no_mac(2, "eth0", &["172.18.0.2/16"]),
+        eth_no_mac(3, "eth1", &["172.19.0.2/16"]),
     ]);
     k.state
         .routes
-        .push(dflt(RT_TABLE_MAIN, "172.18.0.1", 2, BOOT));
+        .push(dflt_of(RT_TABLE_MAIN, "172.18.0.1", 2, BOOT));
     k
-}
-
-fn gw(ifname: &str, g: &str) -> GatewayHint {
-    GatewayHint {
-        ifname: ifname.into(),
-        gateway: ip(g),
-    }
 }
 
 fn opts(gateways: Vec<GatewayHint>) -> ApplyOptions {
@@ -172,6 +85,17 @@ impl<F: FnMut(&mut FakeKernel)> Kernel for Hooked<F> {
     }
 }
 
+/// The seed, in which `route` appears (another writer adds it) just
+/// before the `at`-th change.
+fn seed_with_route_at(at: usize, route: Route) -> Hooked<impl FnMut(&mut FakeKernel)> {
+    Hooked {
+        k: seed(),
+        at,
+        calls: 0,
+        hook: move |k: &mut FakeKernel| k.state.routes.push(route.clone()),
+    }
+}
+
 /// The position of the first add of a default route into `table` in a dry run.
 fn position_of_default(o: &ApplyOptions, table: u32) -> (usize, Route) {
     let dry = engine::apply(
@@ -196,7 +120,7 @@ fn position_of_default(o: &ApplyOptions, table: u32) -> (usize, Route) {
 
 #[test]
 fn eexist_from_a_foreign_route_fails_names_it_and_rolls_back() {
-    let o = opts(vec![gw("eth1", "172.19.0.1")]);
+    let o = opts(vec![gw_hint("eth1", "172.19.0.1")]);
     let (at, wanted) = position_of_default(&o, 10001);
     let foreign = Route {
         gateway: Some(ip("172.19.0.254")),
@@ -204,13 +128,7 @@ fn eexist_from_a_foreign_route_fails_names_it_and_rolls_back() {
         ..wanted.clone()
     };
     let before = seed().state;
-    let injected = foreign.clone();
-    let mut k = Hooked {
-        k: seed(),
-        at,
-        calls: 0,
-        hook: move |k: &mut FakeKernel| k.state.routes.push(injected.clone()),
-    };
+    let mut k = seed_with_route_at(at, foreign.clone());
     let e = engine::apply(&mut k, &o).unwrap_err();
     let text = e.to_string();
     let EngineError::Conflict {
@@ -241,15 +159,9 @@ fn eexist_from_a_foreign_route_fails_names_it_and_rolls_back() {
 
 #[test]
 fn eexist_from_the_exact_wanted_route_is_success() {
-    let o = opts(vec![gw("eth1", "172.19.0.1")]);
+    let o = opts(vec![gw_hint("eth1", "172.19.0.1")]);
     let (at, wanted) = position_of_default(&o, 10001);
-    let injected = wanted.clone();
-    let mut k = Hooked {
-        k: seed(),
-        at,
-        calls: 0,
-        hook: move |k: &mut FakeKernel| k.state.routes.push(injected.clone()),
-    };
+    let mut k = seed_with_route_at(at, wanted.clone());
     let rep = engine::apply(&mut k, &o).unwrap();
     assert!(k.k.state.routes.contains(&wanted));
     // Converged: a second run has nothing to do.
@@ -261,7 +173,7 @@ fn eexist_from_the_exact_wanted_route_is_success() {
 #[test]
 fn eexist_from_a_same_key_route_of_another_shape_fails_too() {
     // Same key, tagged like ours, but a blackhole: not the wanted object.
-    let o = opts(vec![gw("eth1", "172.19.0.1")]);
+    let o = opts(vec![gw_hint("eth1", "172.19.0.1")]);
     let (at, wanted) = position_of_default(&o, 10001);
     let other = Route {
         kind: RouteType::BLACKHOLE,
@@ -269,13 +181,7 @@ fn eexist_from_a_same_key_route_of_another_shape_fails_too() {
         oif: 0,
         ..wanted.clone()
     };
-    let injected = other.clone();
-    let mut k = Hooked {
-        k: seed(),
-        at,
-        calls: 0,
-        hook: move |k: &mut FakeKernel| k.state.routes.push(injected.clone()),
-    };
+    let mut k = seed_with_route_at(at, other.clone());
     let e = engine::apply(&mut k, &o).unwrap_err();
     assert!(
         matches!(&e, EngineError::Conflict { found, .. } if found.contains("blackhole")),
@@ -294,7 +200,7 @@ fn eexist_from_a_same_key_route_of_another_shape_fails_too() {
 fn wide_namespace() -> FakeKernel {
     let mut links = Vec::new();
     for i in 0..6u32 {
-        links.push(eth(
+        links.push(eth_no_mac(
             2 + i,
             &format!("eth{i}"),
             &[&format!("10.{i}.0.2/24"), &format!("2001:db8:{i}::2/64")],
@@ -306,7 +212,7 @@ fn wide_namespace() -> FakeKernel {
 fn wide_options() -> ApplyOptions {
     opts(
         (0..6)
-            .map(|i| gw(&format!("eth{i}"), &format!("10.{i}.0.1")))
+            .map(|i| gw_hint(&format!("eth{i}"), &format!("10.{i}.0.1")))
             .collect(),
     )
 }
@@ -407,19 +313,19 @@ fn only(ifname: &str, table: Option<u32>) -> ApplyOptions {
 /// 10000), net1 (band table 10001) and net2 (sbr `table` 100, rules only).
 fn pod() -> FakeKernel {
     let mut k = FakeKernel::with_links(vec![
-        eth(2, "net0", &["10.0.0.2/24"]),
-        eth(3, "net1", &["10.1.0.2/24"]),
-        eth(4, "net2", &["10.2.0.2/24"]),
+        eth_no_mac(2, "net0", &["10.0.0.2/24"]),
+        eth_no_mac(3, "net1", &["10.1.0.2/24"]),
+        eth_no_mac(4, "net2", &["10.2.0.2/24"]),
     ]);
     for (name, gw, table) in [("net0", "10.0.0.1", None), ("net1", "10.1.0.1", None)] {
         let mut o = only(name, table);
-        o.request.gateways = vec![self::gw(name, gw)];
+        o.request.gateways = vec![self::gw_hint(name, gw)];
         engine::apply(&mut k, &o).unwrap();
     }
     // Someone else (the main plugin) fills table 100 for net2.
     k.state
         .routes
-        .push(conn(100, "10.2.0.0/24", 4, "10.2.0.2", BOOT));
+        .push(conn_of(100, "10.2.0.0/24", 4, "10.2.0.2", BOOT));
     engine::apply(&mut k, &only("net2", Some(100))).unwrap();
     k.log.clear();
     k
@@ -451,7 +357,7 @@ fn only_plans_touch_their_own_attachment_and_nothing_else() {
     assert_eq!(before.rules.iter().filter(|r| r.protocol == 116).count(), 3);
     // net0 again, with another gateway: only net0's objects change.
     let mut o = only("net0", None);
-    o.request.gateways = vec![gw("net0", "10.0.0.254")];
+    o.request.gateways = vec![gw_hint("net0", "10.0.0.254")];
     let rep = engine::apply(&mut k, &o).unwrap();
     assert!(!rep.ops.is_empty());
     for op in &rep.ops {
@@ -474,7 +380,7 @@ fn only_plans_touch_their_own_attachment_and_nothing_else() {
     // Two rules-only attachments may share a table.
     k.state
         .routes
-        .push(conn(100, "10.0.0.0/24", 2, "10.0.0.2", BOOT));
+        .push(conn_of(100, "10.0.0.0/24", 2, "10.0.0.2", BOOT));
     let st = engine::status(&mut k, &cni(), &only("net2", Some(100)).request).unwrap();
     assert!(st.in_sync, "{:?} {:?}", st.missing, st.extra);
 }
@@ -546,7 +452,7 @@ fn tagged_iif_rules_and_blackholes_are_findings_apply_converges_clean_keeps_them
     let iif = Rule {
         src: None,
         other_selectors: true,
-        ..rule("172.19.0.2", 10001, TAG)
+        ..rule_of("172.19.0.2", 10001, TAG)
     };
     let blackhole = Route {
         kind: RouteType::BLACKHOLE,
@@ -554,7 +460,7 @@ fn tagged_iif_rules_and_blackholes_are_findings_apply_converges_clean_keeps_them
         gateway: None,
         prefsrc: None,
         scope: Scope::Universe,
-        ..conn(10001, "198.51.100.0/24", 0, "172.19.0.2", TAG)
+        ..conn_of(10001, "198.51.100.0/24", 0, "172.19.0.2", TAG)
     };
     let unreachable = Route {
         kind: RouteType::UNREACHABLE,
@@ -566,7 +472,7 @@ fn tagged_iif_rules_and_blackholes_are_findings_apply_converges_clean_keeps_them
     k.state.rules.insert(1, iif.clone());
     k.state.routes.push(blackhole.clone());
     k.state.routes.push(unreachable.clone());
-    let o = opts(vec![gw("eth1", "172.19.0.1")]);
+    let o = opts(vec![gw_hint("eth1", "172.19.0.1")]);
     let rep = engine::apply(&mut k, &o).unwrap();
     assert_eq!(rep.findings.len(), 3, "{:#?}", rep.findings);
     assert!(
@@ -605,9 +511,9 @@ fn an_iif_rule_with_our_rules_identity_blocks_its_delete() {
     // Same family, priority, table, protocol and source as ours, plus iif:
     // our delete could remove either; it is not sent and reported.
     let mut k = seed();
-    let o = opts(vec![gw("eth1", "172.19.0.1")]);
+    let o = opts(vec![gw_hint("eth1", "172.19.0.1")]);
     engine::apply(&mut k, &o).unwrap();
-    let ours = rule("172.19.0.2", 10001, TAG);
+    let ours = rule_of("172.19.0.2", 10001, TAG);
     let twin = Rule {
         other_selectors: true,
         ..ours.clone()
@@ -628,14 +534,14 @@ fn an_iif_rule_with_our_rules_identity_blocks_its_delete() {
 #[test]
 fn a_foreign_rule_consulted_first_makes_status_out_of_sync() {
     let mut k = seed();
-    let o = opts(vec![gw("eth1", "172.19.0.1")]);
+    let o = opts(vec![gw_hint("eth1", "172.19.0.1")]);
     engine::apply(&mut k, &o).unwrap();
     let st = engine::status(&mut k, &o.settings, &o.request).unwrap();
     assert!(st.in_sync);
     // Same priority, same selector, earlier in the list: someone's rule
     // sending the address to main. (One to a table of its own would make
     // eth1 "managed by another writer" instead.)
-    let shadow = rule("172.19.0.2", RT_TABLE_MAIN, BOOT);
+    let shadow = rule_of("172.19.0.2", RT_TABLE_MAIN, BOOT);
     k.state.rules.insert(1, shadow.clone());
     let st = engine::status(&mut k, &o.settings, &o.request).unwrap();
     assert!(st.missing.is_empty() && st.extra.is_empty());
@@ -644,7 +550,7 @@ fn a_foreign_rule_consulted_first_makes_status_out_of_sync() {
     assert_eq!(
         shadowed,
         vec![&Finding::Shadowed {
-            ours: rule("172.19.0.2", 10001, TAG),
+            ours: rule_of("172.19.0.2", 10001, TAG),
             by: shadow.clone()
         }]
     );
@@ -673,14 +579,14 @@ fn a_foreign_rule_consulted_first_makes_status_out_of_sync() {
 fn gateways_that_are_network_or_broadcast_addresses_are_refused() {
     let s = Snapshot {
         links: vec![
-            eth(2, "eth0", &["172.18.0.2/24"]),
-            eth(3, "eth1", &["192.0.2.0/31", "2001:db8::2/64"]),
-            eth(4, "eth2", &["198.51.100.9/32"]),
+            eth_no_mac(2, "eth0", &["172.18.0.2/24"]),
+            eth_no_mac(3, "eth1", &["192.0.2.0/31", "2001:db8::2/64"]),
+            eth_no_mac(4, "eth2", &["198.51.100.9/32"]),
         ],
         ..Snapshot::default()
     };
     let req = |g: &str, ifname: &str| PlanRequest {
-        gateways: vec![gw(ifname, g)],
+        gateways: vec![gw_hint(ifname, g)],
         selection: Selection::All,
         routes: Vec::new(),
     };
@@ -732,10 +638,10 @@ fn core_plan_errors_speak_no_cli() {
     let s = seed().state;
     let settings = Settings::default();
     for g in [
-        gw("eth9", "172.18.0.1"),
-        gw("eth1", "2001:db8::1"),
-        gw("eth1", "10.9.9.9"),
-        gw("eth1", "172.19.0.2"),
+        gw_hint("eth9", "172.18.0.1"),
+        gw_hint("eth1", "2001:db8::1"),
+        gw_hint("eth1", "10.9.9.9"),
+        gw_hint("eth1", "172.19.0.2"),
     ] {
         let e = plan(
             &s,
@@ -759,24 +665,24 @@ fn core_plan_errors_speak_no_cli() {
 #[test]
 fn interfaces_managed_by_another_writer_are_skipped_and_noted() {
     let mut k = FakeKernel::with_links(vec![
-        eth(2, "eth0", &["172.18.0.2/16"]),
-        eth(3, "eth1", &["172.19.0.2/16"]),
-        eth(4, "eth2", &["172.20.0.2/16"]),
+        eth_no_mac(2, "eth0", &["172.18.0.2/16"]),
+        eth_no_mac(3, "eth1", &["172.19.0.2/16"]),
+        eth_no_mac(4, "eth2", &["172.20.0.2/16"]),
     ]);
     // AWS-VPC-CNI style: `from ADDR lookup 2` of protocol boot.
     let other = Rule {
         priority: 1536,
-        ..rule("172.20.0.2", 2, BOOT)
+        ..rule_of("172.20.0.2", 2, BOOT)
     };
     // Not "another writer": lookup main, and a prefix rather than a host.
     let main = Rule {
         priority: 1000,
-        ..rule("172.19.0.2", RT_TABLE_MAIN, BOOT)
+        ..rule_of("172.19.0.2", RT_TABLE_MAIN, BOOT)
     };
     let prefix = Rule {
         src: Some(net("172.18.0.0/16")),
         priority: 1000,
-        ..rule("172.18.0.2", 5, BOOT)
+        ..rule_of("172.18.0.2", 5, BOOT)
     };
     k.state.rules.insert(1, other.clone());
     k.state.rules.insert(1, main);

@@ -3,17 +3,15 @@
 //! symroute's space or unrepresentable inside it, no operation of apply or
 //! clean touches anything but symroute's own objects.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use symroute_core::diff::Op;
 use symroute_core::engine::{self, ApplyOptions};
 use symroute_core::kernel::Kernel;
 use symroute_core::model::{
-    Family, IfAddr, Link, NextHop, Protocol, RT_TABLE_MAIN, Route, RouteType, Rule, Scope, Snapshot,
+    Link, NextHop, Protocol, RT_TABLE_MAIN, Route, RouteType, Rule, Scope, Snapshot,
 };
 use symroute_core::ownership::{
     Class, Finding, RouteProblem, RuleProblem, Space, classify, route_class, rule_class, shadowing,
@@ -21,30 +19,10 @@ use symroute_core::ownership::{
 use symroute_core::plan::{GatewayHint, PlanRequest, Selection};
 use symroute_core::settings::Settings;
 use symroute_testkit::fake::FakeKernel;
-
-const TAG: u8 = 115;
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
+use symroute_testkit::snap::{TAG, eth_no_mac, ip, net, rule_at};
 
 fn space() -> Space {
     Space::of(&Settings::default())
-}
-
-fn rule(src: Option<&str>, table: u32, priority: u32, protocol: u8) -> Rule {
-    Rule {
-        family: Family::V4,
-        priority,
-        src: src.map(net),
-        table,
-        protocol,
-        other_selectors: false,
-    }
 }
 
 fn route(table: u32, dst: &str, protocol: u8) -> Route {
@@ -67,10 +45,10 @@ fn route(table: u32, dst: &str, protocol: u8) -> Route {
 
 #[test]
 fn a_plain_tagged_from_rule_at_our_priority_into_the_band_is_ours() {
-    let r = rule(Some("10.0.0.2/32"), 10000, 3000, TAG);
+    let r = rule_at(Some("10.0.0.2/32"), 10000, 3000, TAG);
     assert_eq!(rule_class(&space(), &r), (Class::Ours, None));
     // A prefix source is still `from PREFIX`.
-    let r = rule(Some("10.0.0.0/24"), 10999, 3000, TAG);
+    let r = rule_at(Some("10.0.0.0/24"), 10999, 3000, TAG);
     assert_eq!(rule_class(&space(), &r).0, Class::Ours);
 }
 
@@ -78,14 +56,14 @@ fn a_plain_tagged_from_rule_at_our_priority_into_the_band_is_ours() {
 fn rules_without_the_tag_at_another_priority_or_outside_the_band_are_foreign() {
     let s = space();
     for r in [
-        rule(Some("10.0.0.2/32"), 10000, 3000, 3), // another protocol
-        rule(Some("10.0.0.2/32"), 10000, 3000, 116), // the CNI writer's
-        rule(Some("10.0.0.2/32"), 10000, 2999, TAG), // another priority
-        rule(Some("10.0.0.2/32"), 254, 3000, TAG), // lookup main
-        rule(Some("10.0.0.2/32"), 253, 3000, TAG), // lookup default
-        rule(Some("10.0.0.2/32"), 255, 3000, TAG), // lookup local
-        rule(Some("10.0.0.2/32"), 77, 3000, TAG),  // outside the band
-        rule(Some("10.0.0.2/32"), 11000, 3000, TAG), // just past the band
+        rule_at(Some("10.0.0.2/32"), 10000, 3000, 3), // another protocol
+        rule_at(Some("10.0.0.2/32"), 10000, 3000, 116), // the CNI writer's
+        rule_at(Some("10.0.0.2/32"), 10000, 2999, TAG), // another priority
+        rule_at(Some("10.0.0.2/32"), 254, 3000, TAG), // lookup main
+        rule_at(Some("10.0.0.2/32"), 253, 3000, TAG), // lookup default
+        rule_at(Some("10.0.0.2/32"), 255, 3000, TAG), // lookup local
+        rule_at(Some("10.0.0.2/32"), 77, 3000, TAG),  // outside the band
+        rule_at(Some("10.0.0.2/32"), 11000, 3000, TAG), // just past the band
     ] {
         assert_eq!(rule_class(&s, &r), (Class::Foreign, None), "{r:?}");
     }
@@ -96,7 +74,7 @@ fn unrepresentable_tagged_rules_at_our_priority_are_findings() {
     let s = space();
     let iif = Rule {
         other_selectors: true,
-        ..rule(None, 10000, 3000, TAG)
+        ..rule_at(None, 10000, 3000, TAG)
     };
     assert_eq!(
         rule_class(&s, &iif),
@@ -105,10 +83,10 @@ fn unrepresentable_tagged_rules_at_our_priority_are_findings() {
     // A blackhole (non-lookup) rule reads as table 0 with other selectors.
     let blackhole = Rule {
         other_selectors: true,
-        ..rule(Some("10.0.0.2/32"), 0, 3000, TAG)
+        ..rule_at(Some("10.0.0.2/32"), 0, 3000, TAG)
     };
     assert_eq!(rule_class(&s, &blackhole).0, Class::Finding);
-    let from_all = rule(None, 10000, 3000, TAG);
+    let from_all = rule_at(None, 10000, 3000, TAG);
     assert_eq!(
         rule_class(&s, &from_all),
         (Class::Finding, Some(RuleProblem::FromAll))
@@ -257,14 +235,14 @@ fn protocols_of_others_are_refused_with_their_owner() {
 
 #[test]
 fn a_delete_that_could_match_a_finding_is_not_sent() {
-    let ours = rule(Some("10.0.0.2/32"), 10000, 3000, TAG);
+    let ours = rule_at(Some("10.0.0.2/32"), 10000, 3000, TAG);
     let iif = Rule {
         other_selectors: true,
         ..ours.clone()
     };
     let unrelated = Rule {
         other_selectors: true,
-        ..rule(Some("10.0.0.3/32"), 10000, 3000, TAG)
+        ..rule_at(Some("10.0.0.3/32"), 10000, 3000, TAG)
     };
     let snap = Snapshot {
         rules: vec![iif.clone(), ours.clone(), unrelated],
@@ -288,16 +266,16 @@ fn a_delete_that_could_match_a_finding_is_not_sent() {
 
 #[test]
 fn shadowing_rules_are_found_by_priority_and_list_order() {
-    let ours = rule(Some("10.0.0.2/32"), 10000, 3000, TAG);
-    let covering = rule(Some("10.0.0.0/24"), 100, 2000, 3);
-    let same_prio = rule(Some("10.0.0.2/32"), 200, 3000, 3);
+    let ours = rule_at(Some("10.0.0.2/32"), 10000, 3000, TAG);
+    let covering = rule_at(Some("10.0.0.0/24"), 100, 2000, 3);
+    let same_prio = rule_at(Some("10.0.0.2/32"), 200, 3000, 3);
     let with_iif = Rule {
         other_selectors: true,
-        ..rule(Some("10.0.0.2/32"), 200, 1000, 3)
+        ..rule_at(Some("10.0.0.2/32"), 200, 1000, 3)
     };
-    let after = rule(Some("10.0.0.2/32"), 200, 4000, 3);
-    let other_addr = rule(Some("10.0.0.3/32"), 200, 1000, 3);
-    let local = rule(None, 255, 0, 2);
+    let after = rule_at(Some("10.0.0.2/32"), 200, 4000, 3);
+    let other_addr = rule_at(Some("10.0.0.3/32"), 200, 1000, 3);
+    let local = rule_at(None, 255, 0, 2);
     let check = |rules: Vec<Rule>| {
         let snap = Snapshot {
             rules,
@@ -333,24 +311,9 @@ fn shadowing_rules_are_found_by_priority_and_list_order() {
 
 // ------------------------------------------------------------ the property
 
-fn global(s: &str) -> IfAddr {
-    IfAddr {
-        net: net(s),
-        global: true,
-        tentative: false,
-        dad_failed: false,
-    }
-}
-
+/// eth<index - 2>, no MAC.
 fn eth(index: u32, addrs: &[&str]) -> Link {
-    Link {
-        index,
-        name: format!("eth{}", index - 2),
-        mac: None,
-        up: true,
-        loopback: false,
-        addrs: addrs.iter().map(|a| global(a)).collect(),
-    }
+    eth_no_mac(index, &format!("eth{}", index - 2), addrs)
 }
 
 /// What an arbitrary object of someone else's looks like.
@@ -395,7 +358,7 @@ fn build(others: &[Other], leftovers: bool) -> FakeKernel {
     if leftovers {
         // A run of ours from before, in the kernel the way it adds them.
         for (a, t) in [("172.18.0.2/32", 10000), ("172.19.0.2/32", 10001)] {
-            k.execute(&Op::AddRule(rule(Some(a), t, 3000, TAG)))
+            k.execute(&Op::AddRule(rule_at(Some(a), t, 3000, TAG)))
                 .unwrap();
         }
         k.state.routes.push(Route {
@@ -413,7 +376,7 @@ fn build(others: &[Other], leftovers: bool) -> FakeKernel {
                 priority: [3000, 2500][o.priority],
                 other_selectors: o.shape == 1 || o.shape == 3,
                 table: if o.shape == 3 { 0 } else { table },
-                ..rule(src.as_deref(), table, 3000, protocol)
+                ..rule_at(src.as_deref(), table, 3000, protocol)
             };
             // Keep list order realistic: before or after ours, by index.
             if i % 2 == 0 {

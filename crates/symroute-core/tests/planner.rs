@@ -1,107 +1,19 @@
 //! The planner and the diff, scenario by scenario, on hand-built snapshots.
 
-use std::net::IpAddr;
-
-use ipnet::IpNet;
 use symroute_core::diff::{Op, diff};
 use symroute_core::model::{
-    Family, IfAddr, Link, NextHop, RT_TABLE_MAIN, Route, RouteType, Rule, Scope, Snapshot,
+    Family, NextHop, RT_TABLE_MAIN, Route, RouteType, Rule, Scope, Snapshot,
 };
 use symroute_core::plan::{
     GatewayChoice, GatewayHint, GatewaySource, Plan, PlanError, PlanRequest, Selection, plan,
 };
 use symroute_core::settings::Settings;
-
-const TAG: u8 = 115;
-const PRIO: u32 = 3000;
-/// `proto boot`: what `ip route add` and Docker's default routes carry.
-const BOOT: u8 = 3;
-/// `proto ra`: IPv6 default routes learnt from router advertisements.
-const RA: u8 = 9;
+use symroute_testkit::snap::{
+    BOOT, RA, TAG, conn, dad_failed, dflt, down, eth, eth_with, global, hints, host, ip,
+    link_local, lo, net, rule, rule_at, snap, tentative,
+};
 
 // ---------------------------------------------------------------- helpers
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap_or_else(|e| panic!("bad prefix {s}: {e}"))
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap_or_else(|e| panic!("bad address {s}: {e}"))
-}
-
-/// A global address, settled.
-fn global(s: &str) -> IfAddr {
-    IfAddr {
-        net: net(s),
-        global: true,
-        tentative: false,
-        dad_failed: false,
-    }
-}
-
-/// A link-local (not global) address.
-fn link_local(s: &str) -> IfAddr {
-    IfAddr {
-        global: false,
-        ..global(s)
-    }
-}
-
-fn tentative(s: &str) -> IfAddr {
-    IfAddr {
-        tentative: true,
-        ..global(s)
-    }
-}
-
-fn dad_failed(s: &str) -> IfAddr {
-    IfAddr {
-        tentative: true,
-        dad_failed: true,
-        ..global(s)
-    }
-}
-
-/// An up, non-loopback link with global addresses written "addr/len".
-fn eth(index: u32, name: &str, addrs: &[&str]) -> Link {
-    eth_with(index, name, addrs.iter().map(|a| global(a)).collect())
-}
-
-fn eth_with(index: u32, name: &str, addrs: Vec<IfAddr>) -> Link {
-    Link {
-        index,
-        name: name.to_string(),
-        mac: Some(format!("02:42:ac:00:00:{index:02x}")),
-        up: true,
-        loopback: false,
-        addrs,
-    }
-}
-
-fn down(mut l: Link) -> Link {
-    l.up = false;
-    l
-}
-
-fn lo() -> Link {
-    Link {
-        index: 1,
-        name: "lo".to_string(),
-        mac: None,
-        up: true,
-        loopback: true,
-        // Host-scoped: not global.
-        addrs: vec![link_local("127.0.0.1/8"), link_local("::1/128")],
-    }
-}
-
-fn snap(links: Vec<Link>) -> Snapshot {
-    Snapshot {
-        links,
-        rules: Vec::new(),
-        routes: Vec::new(),
-    }
-}
 
 fn settings() -> Settings {
     Settings::default()
@@ -109,20 +21,6 @@ fn settings() -> Settings {
 
 fn no_hints() -> PlanRequest {
     PlanRequest::default()
-}
-
-fn hints(h: &[(&str, &str)]) -> PlanRequest {
-    PlanRequest {
-        gateways: h
-            .iter()
-            .map(|(i, g)| GatewayHint {
-                ifname: i.to_string(),
-                gateway: ip(g),
-            })
-            .collect(),
-        selection: Selection::MultiHomed,
-        routes: Vec::new(),
-    }
 }
 
 fn all_interfaces() -> PlanRequest {
@@ -140,86 +38,6 @@ fn plan_err(s: &Snapshot, req: &PlanRequest) -> PlanError {
     match plan(s, &settings(), req) {
         Ok(p) => panic!("plan should fail, got {p:#?}"),
         Err(e) => e,
-    }
-}
-
-fn host(a: &str) -> IpNet {
-    let a = ip(a);
-    IpNet::new(a, Family::of(&a).host_prefix()).unwrap()
-}
-
-/// `from ADDR/32|/128 lookup TABLE priority 3000 protocol 115`
-fn rule(a: &str, table: u32) -> Rule {
-    Rule {
-        family: Family::of(&ip(a)),
-        priority: PRIO,
-        src: Some(host(a)),
-        table,
-        protocol: TAG,
-        other_selectors: false,
-    }
-}
-
-/// A rule of someone else.
-fn foreign_rule(src: Option<&str>, table: u32, priority: u32, protocol: u8) -> Rule {
-    Rule {
-        family: Family::V4,
-        priority,
-        src: src.map(net),
-        table,
-        protocol,
-        other_selectors: false,
-    }
-}
-
-fn metric(f: Family) -> u32 {
-    match f {
-        Family::V4 => 0,
-        Family::V6 => 1024,
-    }
-}
-
-/// The connected route symroute puts in an interface's table.
-fn conn(table: u32, dst: &str, oif: u32, src: &str) -> Route {
-    let dst = net(dst);
-    let family = Family::of(&dst.addr());
-    Route {
-        table,
-        dst,
-        gateway: None,
-        oif,
-        prefsrc: (family == Family::V4).then(|| ip(src)),
-        scope: match family {
-            Family::V4 => Scope::Link,
-            Family::V6 => Scope::Universe,
-        },
-        kind: RouteType::UNICAST,
-        metric: metric(family),
-        onlink: false,
-        protocol: TAG,
-        multipath: Vec::new(),
-    }
-}
-
-/// The default route symroute puts in an interface's table.
-fn dflt(table: u32, gw: &str, oif: u32) -> Route {
-    let gw = ip(gw);
-    let family = Family::of(&gw);
-    Route {
-        table,
-        dst: match family {
-            Family::V4 => net("0.0.0.0/0"),
-            Family::V6 => net("::/0"),
-        },
-        gateway: Some(gw),
-        oif,
-        prefsrc: None,
-        scope: Scope::Universe,
-        kind: RouteType::UNICAST,
-        metric: metric(family),
-        onlink: false,
-        protocol: TAG,
-        multipath: Vec::new(),
     }
 }
 
@@ -1116,8 +934,7 @@ fn tagged_objects_outside_the_band_do_not_keep_a_table() {
 #[test]
 fn foreign_rule_using_10000_makes_the_planner_start_at_10001() {
     let mut s = two_homed();
-    s.rules
-        .push(foreign_rule(Some("10.0.0.0/8"), 10000, 100, 0));
+    s.rules.push(rule_at(Some("10.0.0.0/8"), 10000, 100, 0));
     let p = plan_ok(&s, &no_hints());
     assert_eq!(table_of(&p, "eth0"), 10001);
     assert_eq!(table_of(&p, "eth1"), 10002);
@@ -1205,8 +1022,8 @@ fn band_exhausted_by_foreign_tables() {
         ..Settings::default()
     };
     let mut s = two_homed();
-    s.rules.push(foreign_rule(None, 10000, 100, 0));
-    s.rules.push(foreign_rule(None, 10002, 100, 0));
+    s.rules.push(rule_at(None, 10000, 100, 0));
+    s.rules.push(rule_at(None, 10002, 100, 0));
     let e = plan(&s, &settings, &no_hints()).unwrap_err();
     assert!(
         matches!(e, PlanError::TablesExhausted { ref ifname, .. } if ifname == "eth1"),

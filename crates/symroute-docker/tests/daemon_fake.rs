@@ -251,13 +251,7 @@ impl FakeNs {
 
     /// symroute's rules and routes in this namespace.
     fn tagged(&self) -> (Vec<Rule>, Vec<Route>) {
-        let k = self.kernel();
-        let own = classify(&k.state, &Space::of(&Settings::default()));
-        let mut rules: Vec<Rule> = own.rules;
-        let mut routes: Vec<Route> = own.routes;
-        rules.sort();
-        routes.sort();
-        (rules, routes)
+        owned(&self.kernel())
     }
 
     fn handles(&self) -> usize {
@@ -505,7 +499,12 @@ fn expected(info: &ContainerInfo, kernel: &FakeKernel) -> (Vec<Rule>, Vec<Route>
         ..ApplyOptions::default()
     };
     engine::apply_to(&mut k, snap, &opts).expect("the plan applies on a copy");
-    let own = classify(&k.state, &Space::of(&Settings::default()));
+    owned(&k)
+}
+
+/// symroute's rules and routes in `kernel` (default settings), sorted.
+fn owned(kernel: &FakeKernel) -> (Vec<Rule>, Vec<Route>) {
+    let own = classify(&kernel.state, &Space::of(&Settings::default()));
     let mut rules: Vec<Rule> = own.rules;
     let mut routes: Vec<Route> = own.routes;
     rules.sort();
@@ -516,6 +515,33 @@ fn expected(info: &ContainerInfo, kernel: &FakeKernel) -> (Vec<Rule>, Vec<Route>
 // ---------------------------------------------------------------------------
 // The harness
 // ---------------------------------------------------------------------------
+
+/// A scripted engine with no containers, no namespaces yet, and the metrics
+/// a daemon run reports into.
+fn world() -> (FakeEngine, FakeNamespaces, Arc<Metrics>) {
+    (
+        FakeEngine::default(),
+        FakeNamespaces::default(),
+        Arc::new(Metrics::default()),
+    )
+}
+
+/// Namespace `n` holding recipe C's two links (eth0 on lan, eth1 on
+/// app_default), which the daemon finds at `path`.
+fn web_ns(spaces: &FakeNamespaces, n: u64, path: &str) -> FakeNs {
+    let ns = FakeNs::new(n, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add(path, &ns);
+    ns
+}
+
+/// Container `id` (recipe C's "web", pid `pid`) running in the engine before
+/// the daemon starts; what symroute must leave in its namespace `ns`.
+fn running_web(engine: &FakeEngine, ns: &FakeNs, id: &str, pid: u32) -> (Vec<Rule>, Vec<Route>) {
+    let info = web(id, pid);
+    let want = expected(&info, &ns.kernel());
+    engine.put(info);
+    want
+}
 
 fn options() -> DaemonOptions {
     DaemonOptions {
@@ -584,17 +610,14 @@ async fn with_daemon(
 
 #[tokio::test(start_paused = true)]
 async fn start_event_converges_the_container_under_the_lock() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &ns);
+    let (engine, spaces, m) = world();
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     let info = web("web1", 101);
     let want = expected(&info, &ns.kernel());
     assert!(
         !want.0.is_empty() && !want.1.is_empty(),
         "the plan has rules and routes"
     );
-    let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
         until("subscribed and listed", || engine.ready()).await;
         assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
@@ -652,14 +675,9 @@ async fn start_event_converges_the_container_under_the_lock() {
 
 #[tokio::test(start_paused = true)]
 async fn sandbox_key_is_used_when_the_pid_path_does_not_open() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/var/run/docker/netns/web1", &ns);
-    let info = web("web1", 101);
-    let want = expected(&info, &ns.kernel());
-    engine.put(info);
-    let m = Arc::new(Metrics::default());
+    let (engine, spaces, m) = world();
+    let ns = web_ns(&spaces, 1, "/var/run/docker/netns/web1");
+    let want = running_web(&engine, &ns, "web1", 101);
     with_daemon(options(), &engine, &spaces, &m, async {
         until("rules in web1", || ns.tagged() == want).await;
         assert_eq!(
@@ -675,13 +693,11 @@ async fn sandbox_key_is_used_when_the_pid_path_does_not_open() {
 
 #[tokio::test(start_paused = true)]
 async fn connect_and_disconnect_replan_the_container() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
+    let (engine, spaces, m) = world();
     let ns = FakeNs::new(1, kernel_with(vec![lan_link()]));
     spaces.add("/proc/101/ns/net", &ns);
     let single = container("web1", 101, NetworkMode::Own("lan".into()), vec![lan()]);
     engine.put(single.clone());
-    let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
         until("managed", || {
             metric(&m, "symroute_containers_managed") == 1.0
@@ -712,11 +728,8 @@ async fn connect_and_disconnect_replan_the_container() {
 
 #[tokio::test(start_paused = true)]
 async fn a_connect_of_an_unmanaged_container_waits_for_its_start() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &ns);
-    let m = Arc::new(Metrics::default());
+    let (engine, spaces, m) = world();
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     with_daemon(options(), &engine, &spaces, &m, async {
         until("subscribed and listed", || engine.ready()).await;
         engine.put(web("web1", 101));
@@ -735,15 +748,11 @@ async fn a_connect_of_an_unmanaged_container_waits_for_its_start() {
 
 #[tokio::test(start_paused = true)]
 async fn die_and_destroy_drop_the_namespace_handle() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let ns1 = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    let ns2 = FakeNs::new(2, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &ns1);
-    spaces.add("/proc/102/ns/net", &ns2);
+    let (engine, spaces, m) = world();
+    let ns1 = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let ns2 = web_ns(&spaces, 2, "/proc/102/ns/net");
     engine.put(web("web1", 101));
     engine.put(web("web2", 102));
-    let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
         until("both managed", || {
             metric(&m, "symroute_containers_managed") == 2.0
@@ -766,14 +775,10 @@ async fn die_and_destroy_drop_the_namespace_handle() {
 
 #[tokio::test(start_paused = true)]
 async fn restart_gets_a_new_namespace_and_converges_it() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let old = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    let new = FakeNs::new(2, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &old);
-    spaces.add("/proc/201/ns/net", &new);
+    let (engine, spaces, m) = world();
+    let old = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let new = web_ns(&spaces, 2, "/proc/201/ns/net");
     engine.put(web("web1", 101));
-    let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
         until("old converged", || !old.tagged().0.is_empty()).await;
         engine.emit(EventKind::Die, "web1");
@@ -787,14 +792,10 @@ async fn restart_gets_a_new_namespace_and_converges_it() {
 
 #[tokio::test(start_paused = true)]
 async fn end_of_the_event_stream_reconnects_and_resyncs() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let ns1 = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    let ns2 = FakeNs::new(2, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &ns1);
-    spaces.add("/proc/102/ns/net", &ns2);
+    let (engine, spaces, m) = world();
+    let ns1 = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let ns2 = web_ns(&spaces, 2, "/proc/102/ns/net");
     engine.put(web("web1", 101));
-    let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
         until("web1 managed", || ns1.handles() == 1).await;
         assert_eq!(engine.state().connects, 1);
@@ -836,17 +837,13 @@ async fn end_of_the_event_stream_reconnects_and_resyncs() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_apply_is_retried_with_backoff_per_container() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let bad = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    let good = FakeNs::new(2, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &bad);
-    spaces.add("/proc/102/ns/net", &good);
+    let (engine, spaces, m) = world();
+    let bad = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let good = web_ns(&spaces, 2, "/proc/102/ns/net");
     let info = web("bad", 101);
     let want = expected(&info, &bad.kernel());
     // The first three applies fail on their first change.
     bad.fail_changes.store(3, Ordering::SeqCst);
-    let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
         until("subscribed and listed", || engine.ready()).await;
         engine.put(info);
@@ -896,15 +893,10 @@ async fn a_failing_apply_is_retried_with_backoff_per_container() {
 
 #[tokio::test(start_paused = true)]
 async fn a_namespace_locked_by_another_writer_is_tried_again_shortly() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &ns);
-    let info = web("web1", 101);
-    let want = expected(&info, &ns.kernel());
+    let (engine, spaces, m) = world();
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let want = running_web(&engine, &ns, "web1", 101);
     ns.busy.store(2, Ordering::SeqCst);
-    engine.put(info);
-    let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
         let t = Instant::now();
         until("converged once the lock is free", || ns.tagged() == want).await;
@@ -924,14 +916,9 @@ async fn a_namespace_locked_by_another_writer_is_tried_again_shortly() {
 
 #[tokio::test(start_paused = true)]
 async fn a_kernel_notification_restores_what_the_kernel_dropped() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &ns);
-    let info = web("web1", 101);
-    let want = expected(&info, &ns.kernel());
-    engine.put(info);
-    let m = Arc::new(Metrics::default());
+    let (engine, spaces, m) = world();
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let want = running_web(&engine, &ns, "web1", 101);
     with_daemon(options(), &engine, &spaces, &m, async {
         until("converged", || ns.tagged() == want).await;
         // ip link set eth1 down; up: the kernel flushes eth1's routes.
@@ -951,10 +938,8 @@ async fn a_kernel_notification_restores_what_the_kernel_dropped() {
 
 #[tokio::test(start_paused = true)]
 async fn host_none_and_container_modes_are_never_opened() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let owner_ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &owner_ns);
+    let (engine, spaces, m) = world();
+    let owner_ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     engine.put(web("owner", 101));
     engine.put(container("hostnet", 1, NetworkMode::Host, vec![]));
     engine.put(container("nonet", 103, NetworkMode::None, vec![]));
@@ -964,7 +949,6 @@ async fn host_none_and_container_modes_are_never_opened() {
         NetworkMode::Container("owner".into()),
         vec![],
     ));
-    let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
         until("owner converged", || !owner_ns.tagged().0.is_empty()).await;
         for id in ["hostnet", "nonet", "sidecar"] {
@@ -985,15 +969,12 @@ async fn host_none_and_container_modes_are_never_opened() {
 
 #[tokio::test(start_paused = true)]
 async fn a_namespace_shared_by_two_containers_is_managed_once() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    let (engine, spaces, m) = world();
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     // Two paths to one namespace (a pod's members, say).
-    spaces.add("/proc/101/ns/net", &ns);
     spaces.add("/proc/102/ns/net", &ns);
     engine.put(web("first", 101));
     engine.put(web("second", 102));
-    let m = Arc::new(Metrics::default());
     with_daemon(options(), &engine, &spaces, &m, async {
         until("converged", || !ns.tagged().0.is_empty()).await;
         idle(Duration::from_millis(100)).await;
@@ -1005,17 +986,15 @@ async fn a_namespace_shared_by_two_containers_is_managed_once() {
 
 #[tokio::test(start_paused = true)]
 async fn require_label_manages_only_labelled_containers_and_false_opts_out() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
+    let (engine, spaces, m) = world();
     let mut nss = Vec::new();
     for (n, id, label) in [
         (1, "plain", None),
         (2, "yes", Some("true")),
         (3, "no", Some("false")),
     ] {
-        let ns = FakeNs::new(n, kernel_with(vec![lan_link(), app_link()]));
         let pid = 100 + u32::try_from(n).expect("small");
-        spaces.add(&format!("/proc/{pid}/ns/net"), &ns);
+        let ns = web_ns(&spaces, n, &format!("/proc/{pid}/ns/net"));
         let mut c = web(id, pid);
         if let Some(v) = label {
             c.labels.insert("symroute.enable".into(), v.into());
@@ -1026,7 +1005,6 @@ async fn require_label_manages_only_labelled_containers_and_false_opts_out() {
     let mut opts = options();
     opts.require_label = true;
     let nss2 = nss.clone();
-    let m = Arc::new(Metrics::default());
     with_daemon(opts, &engine, &spaces, &m, async {
         until("labelled converged", || !nss2[1].tagged().0.is_empty()).await;
         idle(Duration::from_millis(100)).await;
@@ -1060,15 +1038,12 @@ async fn require_label_manages_only_labelled_containers_and_false_opts_out() {
 
 #[tokio::test(start_paused = true)]
 async fn clean_on_exit_removes_the_rules_under_the_lock() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &ns);
+    let (engine, spaces, m) = world();
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     engine.put(web("web1", 101));
     let mut opts = options();
     opts.clean_on_exit = true;
     let ns2 = ns.clone();
-    let m = Arc::new(Metrics::default());
     with_daemon(opts, &engine, &spaces, &m, async {
         until("converged", || !ns2.tagged().0.is_empty()).await;
     })
@@ -1080,13 +1055,10 @@ async fn clean_on_exit_removes_the_rules_under_the_lock() {
 
 #[tokio::test(start_paused = true)]
 async fn periodic_resync_picks_up_a_container_whose_start_was_missed() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &ns);
+    let (engine, spaces, m) = world();
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     let mut opts = options();
     opts.resync_interval = Duration::from_secs(5);
-    let m = Arc::new(Metrics::default());
     with_daemon(opts, &engine, &spaces, &m, async {
         until("subscribed and listed", || engine.ready()).await;
         let t = Instant::now();
@@ -1103,20 +1075,20 @@ async fn periodic_resync_picks_up_a_container_whose_start_was_missed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_start_during_a_resync_of_200_containers_is_handled_before_the_resync_ends() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
+    let (engine, spaces, m) = world();
     // 200 running containers, each inspect taking 1 ms: a resync of 200 ms.
     engine.state().inspect_delay = Duration::from_millis(1);
     let mut old = Vec::new();
     for i in 0..200u32 {
-        let ns = FakeNs::new(u64::from(i) + 1, kernel_with(vec![lan_link(), app_link()]));
-        spaces.add(&format!("/proc/{}/ns/net", 1000 + i), &ns);
+        let ns = web_ns(
+            &spaces,
+            u64::from(i) + 1,
+            &format!("/proc/{}/ns/net", 1000 + i),
+        );
         engine.put(web(&format!("old{i:03}"), 1000 + i));
         old.push(ns);
     }
-    let fresh = FakeNs::new(999, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/999/ns/net", &fresh);
-    let m = Arc::new(Metrics::default());
+    let fresh = web_ns(&spaces, 999, "/proc/999/ns/net");
     let first = |ns: &FakeNs| ns.first_lock.load(Ordering::SeqCst);
     with_daemon(options(), &engine, &spaces, &m, async {
         until("the resync is a quarter through", || {
@@ -1148,14 +1120,9 @@ async fn a_start_during_a_resync_of_200_containers_is_handled_before_the_resync_
 
 #[tokio::test(start_paused = true)]
 async fn a_rule_deleted_by_hand_is_put_back_on_its_notification() {
-    let engine = FakeEngine::default();
-    let spaces = FakeNamespaces::default();
-    let ns = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
-    spaces.add("/proc/101/ns/net", &ns);
-    let info = web("web1", 101);
-    let want = expected(&info, &ns.kernel());
-    engine.put(info);
-    let m = Arc::new(Metrics::default());
+    let (engine, spaces, m) = world();
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let want = running_web(&engine, &ns, "web1", 101);
     with_daemon(options(), &engine, &spaces, &m, async {
         until("converged", || ns.tagged() == want).await;
         let locks = ns.locks.load(Ordering::SeqCst);

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cni_harness::{Att, Meta, PluginRun, PodLab, Runtime, ip, net, ok, plugin_conf};
+use cni_harness::{Att, PluginRun, PodLab, Runtime, ip, net, ok};
 use serde_json::{Value, json};
 use symroute_core::kernel::Kernel;
 use symroute_core::model::{Route, Rule, Snapshot};
@@ -68,32 +68,10 @@ fn tagged(ns: &Ns, tag: u8) -> (Vec<Rule>, Vec<Route>) {
     )
 }
 
-/// A pod with eth0 (bridge, default route) and `ifaces` macvlan
-/// interfaces on the LAN with static addresses 203.0.113.50 up; returns
-/// each interface's attachment and symroute configuration (with prevResult
-/// from macvlan), `extra` keys added to symroute's entry.
-fn pod_with(lab: &PodLab, ifaces: &[(&str, Value)]) -> Vec<(Att, Value)> {
-    let mut out = Vec::new();
-    for (i, (name, extra)) in ifaces.iter().enumerate() {
-        let ipam = json!({"type": "static", "addresses": [
-            {"address": format!("203.0.113.{}/24", 50 + i), "gateway": "203.0.113.1"}]});
-        let list = lab.net1_list("1.0.0", ipam, Some((Meta::Symroute, extra.clone())));
-        let att = lab.att(name);
-        let run = lab.rt.call(
-            "macvlan",
-            "ADD",
-            &att,
-            &plugin_conf(&list, &list["plugins"][0], None),
-        );
-        expect_ok(&run);
-        let conf = plugin_conf(&list, &list["plugins"][1], Some(&run.json()));
-        out.push((att, conf));
-    }
-    out
-}
-
-fn symroute_cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(symroute_testkit::workspace_bin("symroute"))
+/// `symroute ARGS` as a plain command (no CNI_COMMAND), in `cmd`'s
+/// namespace: exit code, stdout then stderr.
+fn run_cli(mut cmd: Command, args: &[&str]) -> (i32, String) {
+    let out = cmd
         .args(args)
         .env_remove("CNI_COMMAND")
         .output()
@@ -108,13 +86,35 @@ fn symroute_cli(args: &[&str]) -> (i32, String) {
     )
 }
 
+fn symroute_cli(args: &[&str]) -> (i32, String) {
+    run_cli(
+        Command::new(symroute_testkit::workspace_bin("symroute")),
+        args,
+    )
+}
+
+/// An ADD of `conf` with `key` set to `value` is refused with code 7;
+/// returns the run.
+fn refused_add(lab: &PodLab, att: &Att, conf: &Value, key: &str, value: &Value) -> PluginRun {
+    let mut c = conf.clone();
+    c[key] = value.clone();
+    let run = lab.rt.call("symroute", "ADD", att, &c);
+    assert_eq!(
+        run.error_code(),
+        Some(7),
+        "{key}={value}: {}",
+        run.describe()
+    );
+    run
+}
+
 /// Issue 7 case 7: run from inside a lab namespace (as a runtime on a node
 /// would run it from its own), the plugin still refuses the machine's own
 /// namespace for ADD, CHECK and DEL, and changes nothing in it.
 #[test]
 fn the_host_namespace_is_refused_from_inside_another_namespace() {
     let lab = PodLab::new("own-host");
-    let pods = pod_with(&lab, &[("net1", json!({}))]);
+    let pods = lab.static_chains(&[("net1", json!({}))]);
     let (att, conf) = &pods[0];
     // This test process runs in the machine's own namespace.
     let host_ns = format!("/proc/{}/ns/net", std::process::id());
@@ -205,7 +205,7 @@ fn a_fifo_as_cni_netns_fails_fast() {
 fn configuration_refusals_change_nothing() {
     let lab = PodLab::new("own-conf");
     lab.attach_eth0("1.0.0", false);
-    let pods = pod_with(&lab, &[("net1", json!({}))]);
+    let pods = lab.static_chains(&[("net1", json!({}))]);
     let (att, conf) = &pods[0];
     let before = rules_and_routes(&snapshot(&lab.pod));
     for (key, value, want) in [
@@ -217,15 +217,7 @@ fn configuration_refusals_change_nothing() {
         ("protocol", json!(2), "protocol"),
         ("table", json!(254), "reserved"),
     ] {
-        let mut c = conf.clone();
-        c[key] = value.clone();
-        let run = lab.rt.call("symroute", "ADD", att, &c);
-        assert_eq!(
-            run.error_code(),
-            Some(7),
-            "{key}={value}: {}",
-            run.describe()
-        );
+        let run = refused_add(&lab, att, conf, key, &value);
         assert!(
             run.stdout.contains(want),
             "{key}={value}: {}",
@@ -239,19 +231,11 @@ fn configuration_refusals_change_nothing() {
 #[test]
 fn reserved_protocols_are_refused() {
     let lab = PodLab::new("own-proto");
-    let pods = pod_with(&lab, &[("net1", json!({}))]);
+    let pods = lab.static_chains(&[("net1", json!({}))]);
     let (att, conf) = &pods[0];
     let before = rules_and_routes(&snapshot(&lab.pod));
     for p in [9, 12, 16, 42, 99, 186] {
-        let mut c = conf.clone();
-        c["protocol"] = json!(p);
-        let run = lab.rt.call("symroute", "ADD", att, &c);
-        assert_eq!(
-            run.error_code(),
-            Some(7),
-            "protocol {p}: {}",
-            run.describe()
-        );
+        refused_add(&lab, att, conf, "protocol", &json!(p));
     }
     assert_eq!(rules_and_routes(&snapshot(&lab.pod)), before);
 }
@@ -263,10 +247,7 @@ fn reserved_protocols_are_refused() {
 fn an_add_naming_another_attachments_table_is_refused() {
     let lab = PodLab::new("own-steal");
     lab.attach_eth0("1.0.0", false);
-    let pods = pod_with(
-        &lab,
-        &[("net1", json!({})), ("net2", json!({"table": 10000}))],
-    );
+    let pods = lab.static_chains(&[("net1", json!({})), ("net2", json!({"table": 10000}))]);
     expect_ok(&lab.rt.call("symroute", "ADD", &pods[0].0, &pods[0].1));
     let before = rules_and_routes(&snapshot(&lab.pod));
     let run = lab.rt.call("symroute", "ADD", &pods[1].0, &pods[1].1);
@@ -308,7 +289,7 @@ fn add_tagged_main_route(pod: &Ns) {
 fn a_tagged_main_table_route_survives_del() {
     let lab = PodLab::new("own-main");
     lab.attach_eth0("1.0.0", false);
-    let pods = pod_with(&lab, &[("net1", json!({}))]);
+    let pods = lab.static_chains(&[("net1", json!({}))]);
     let (att, conf) = &pods[0];
     expect_ok(&lab.rt.call("symroute", "ADD", att, conf));
     add_tagged_main_route(&lab.pod);
@@ -335,7 +316,7 @@ fn a_tagged_main_table_route_survives_del() {
 #[test]
 fn a_tagged_main_table_route_survives_add() {
     let lab = PodLab::new("own-main-add");
-    let pods = pod_with(&lab, &[("net1", json!({}))]);
+    let pods = lab.static_chains(&[("net1", json!({}))]);
     let (att, conf) = &pods[0];
     add_tagged_main_route(&lab.pod);
     expect_ok(&lab.rt.call("symroute", "ADD", att, conf));
@@ -353,7 +334,7 @@ fn a_tagged_main_table_route_survives_add() {
 #[test]
 fn a_prev_result_ip_not_on_the_interface_is_logged_and_skipped() {
     let lab = PodLab::new("own-stray");
-    let pods = pod_with(&lab, &[("net1", json!({}))]);
+    let pods = lab.static_chains(&[("net1", json!({}))]);
     let (att, conf) = &pods[0];
     let mut c = conf.clone();
     c["prevResult"]["ips"]
@@ -408,7 +389,7 @@ fn cli_apply_leaves_every_cni_attachment_as_check_expects() {
         if eth0 {
             lab.attach_eth0("1.0.0", false);
         }
-        let pods = pod_with(&lab, &ifaces);
+        let pods = lab.static_chains(&ifaces);
         for (att, conf) in &pods {
             expect_ok(&lab.rt.call("symroute", "ADD", att, conf));
         }
@@ -443,7 +424,7 @@ fn cli_apply_leaves_every_cni_attachment_as_check_expects() {
 fn concurrent_cli_apply_and_cni_add_on_another_interface() {
     let lab = PodLab::new("own-race");
     lab.attach_eth0("1.0.0", false);
-    let pods = pod_with(&lab, &[("net1", json!({}))]);
+    let pods = lab.static_chains(&[("net1", json!({}))]);
     let (att, conf) = &pods[0];
     let netns = lab.pod.path().display().to_string();
     for round in 0..30 {
@@ -452,21 +433,11 @@ fn concurrent_cli_apply_and_cni_add_on_another_interface() {
             // as on a real node: writers exclude each other through a lock
             // bound in their own network namespace.
             let cli = s.spawn(|| {
-                let out = lab
-                    .rt
-                    .host
-                    .command(symroute_testkit::workspace_bin("symroute"))
-                    .args(["apply", "--netns", &netns, "--gateway", "net1=203.0.113.1"])
-                    .env_remove("CNI_COMMAND")
-                    .output()
-                    .expect("run symroute");
-                (
-                    out.status.code().unwrap_or(-1),
-                    format!(
-                        "{}{}",
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr)
-                    ),
+                run_cli(
+                    lab.rt
+                        .host
+                        .command(symroute_testkit::workspace_bin("symroute")),
+                    &["apply", "--netns", &netns, "--gateway", "net1=203.0.113.1"],
                 )
             });
             let add = s.spawn(|| lab.rt.call("symroute", "ADD", att, conf));

@@ -11,7 +11,7 @@ mod common;
 use std::net::IpAddr;
 use std::path::Path;
 
-use cni_harness::{Att, Meta, PluginRun, PodLab, ip, ok, plugin_conf};
+use cni_harness::{Att, Chain, Meta, PluginRun, PodLab, ip, ok, symroute_conf};
 use common::{Dump, assert_same_dump, dump};
 
 /// The CNI plugin's own tag (the host writer's is 115).
@@ -38,23 +38,6 @@ fn expect_ok(run: &PluginRun) {
     assert_eq!(run.code, 0, "{}", run.describe());
 }
 
-/// The symroute entry of a net1 list, as its own configuration.
-fn symroute_conf(lab: &PodLab, list: &Value, prev: Option<&Value>) -> Value {
-    let _ = lab;
-    plugin_conf(list, &list["plugins"][1], prev)
-}
-
-fn macvlan_add(lab: &PodLab, list: &Value, att: &Att) -> Value {
-    let run = lab.rt.call(
-        "macvlan",
-        "ADD",
-        att,
-        &plugin_conf(list, &list["plugins"][0], None),
-    );
-    expect_ok(&run);
-    run.json()
-}
-
 fn state_files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(nets) = std::fs::read_dir(dir) {
@@ -78,20 +61,18 @@ fn state_files(dir: &Path) -> Vec<String> {
 fn client_reaches_net1_only_after_add_and_del_restores_the_namespace() {
     let lab = PodLab::new("pod");
     lab.attach_eth0("1.0.0", false);
-    let list = lab.net1_list(
-        "1.0.0",
-        lab.lan_host_local(false),
-        Some((Meta::Symroute, json!({}))),
-    );
-    let att = lab.att("net1");
-    let prev = macvlan_add(&lab, &list, &att);
+    let Chain {
+        list,
+        att,
+        prev,
+        conf,
+    } = lab.net1_chain(json!({}));
 
     lab.blocked(POD_ADDR)
         .unwrap_or_else(|e| panic!("before symroute's ADD: {e}"));
     let before = dump(&lab.pod);
     let foreign_before = dump_foreign(&lab.pod);
 
-    let conf = symroute_conf(&lab, &list, Some(&prev));
     let add = lab.rt.call("symroute", "ADD", &att, &conf);
     expect_ok(&add);
     assert_eq!(add.json(), prev, "ADD must print prevResult unchanged");
@@ -154,15 +135,8 @@ fn client_reaches_net1_only_after_add_and_del_restores_the_namespace() {
 fn repeated_add_changes_nothing_and_a_failed_add_rolls_back() {
     let lab = PodLab::new("repeat");
     lab.attach_eth0("1.0.0", false);
-    let list = lab.net1_list(
-        "1.0.0",
-        lab.lan_host_local(false),
-        Some((Meta::Symroute, json!({}))),
-    );
-    let att = lab.att("net1");
-    let prev = macvlan_add(&lab, &list, &att);
+    let Chain { att, conf, .. } = lab.net1_chain(json!({}));
     let before = dump(&lab.pod);
-    let conf = symroute_conf(&lab, &list, Some(&prev));
 
     expect_ok(&lab.rt.call("symroute", "ADD", &att, &conf));
     let once = dump(&lab.pod);
@@ -199,14 +173,7 @@ fn repeated_add_changes_nothing_and_a_failed_add_rolls_back() {
 fn check_names_what_is_missing_and_extra() {
     let lab = PodLab::new("check");
     lab.attach_eth0("1.0.0", false);
-    let list = lab.net1_list(
-        "1.0.0",
-        lab.lan_host_local(false),
-        Some((Meta::Symroute, json!({}))),
-    );
-    let att = lab.att("net1");
-    let prev = macvlan_add(&lab, &list, &att);
-    let conf = symroute_conf(&lab, &list, Some(&prev));
+    let Chain { att, conf, .. } = lab.net1_chain(json!({}));
     expect_ok(&lab.rt.call("symroute", "ADD", &att, &conf));
 
     // Remove symroute's default route in table 10000.
@@ -268,15 +235,8 @@ fn parallel_adds_for_different_interfaces_of_one_namespace() {
     let lab = PodLab::new("parallel");
     lab.attach_eth0("1.0.0", false);
     let names = ["net1", "net2", "net3", "net4"];
-    let mut confs = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let ipam = json!({"type": "static", "addresses": [
-            {"address": format!("203.0.113.{}/24", 50 + i), "gateway": "203.0.113.1"}]});
-        let list = lab.net1_list("1.0.0", ipam, Some((Meta::Symroute, json!({}))));
-        let att = lab.att(name);
-        let prev = macvlan_add(&lab, &list, &att);
-        confs.push((att, symroute_conf(&lab, &list, Some(&prev))));
-    }
+    let ifaces: Vec<(&str, Value)> = names.iter().map(|n| (*n, json!({}))).collect();
+    let confs = lab.static_chains(&ifaces);
     let before = dump(&lab.pod);
     for command in ["ADD", "DEL"] {
         let runs: Vec<PluginRun> = std::thread::scope(|s| {
@@ -326,16 +286,8 @@ fn parallel_adds_for_different_interfaces_of_one_namespace() {
 fn gc_removes_what_is_not_listed_and_keeps_the_rest() {
     let lab = PodLab::new("gc");
     lab.attach_eth0("1.0.0", false);
-    let mut added = Vec::new();
-    for (i, name) in ["net1", "net2"].iter().enumerate() {
-        let ipam = json!({"type": "static", "addresses": [
-            {"address": format!("203.0.113.{}/24", 50 + i), "gateway": "203.0.113.1"}]});
-        let list = lab.net1_list("1.0.0", ipam, Some((Meta::Symroute, json!({}))));
-        let att = lab.att(name);
-        let prev = macvlan_add(&lab, &list, &att);
-        let conf = symroute_conf(&lab, &list, Some(&prev));
+    for (att, conf) in lab.static_chains(&[("net1", json!({})), ("net2", json!({}))]) {
         expect_ok(&lab.rt.call("symroute", "ADD", &att, &conf));
-        added.push(att);
     }
     // A third attachment whose namespace is gone.
     let gone_ns = symroute_testkit::lab::Ns::new("gc-gone").expect("namespace");
@@ -402,13 +354,12 @@ fn gc_removes_what_is_not_listed_and_keeps_the_rest() {
 fn a_1_1_0_prev_result_with_route_tables() {
     let lab = PodLab::new("v110");
     lab.attach_eth0("1.0.0", false);
-    let list = lab.net1_list(
-        "1.0.0",
-        lab.lan_host_local(false),
-        Some((Meta::Symroute, json!({}))),
-    );
-    let att = lab.att("net1");
-    let mut prev = macvlan_add(&lab, &list, &att);
+    let Chain {
+        list,
+        att,
+        mut prev,
+        ..
+    } = lab.net1_chain(json!({}));
     // As a 1.1.0 main plugin would report it: a route placed in table 7000
     // by the IPAM (symroute leaves it alone) and unknown keys everywhere.
     prev["cniVersion"] = json!("1.1.0");
@@ -417,7 +368,7 @@ fn a_1_1_0_prev_result_with_route_tables() {
         {"dst": "192.0.2.128/25", "gw": "203.0.113.9"}
     ]);
     prev["x-vendor"] = json!({"kept": [1, 2, 3]});
-    let mut conf = symroute_conf(&lab, &list, Some(&prev));
+    let mut conf = symroute_conf(&list, Some(&prev));
     conf["cniVersion"] = json!("1.1.0");
     conf["runtimeConfig"] = json!({"x-runtime": true});
     conf["x-plugin"] = json!("kept");
@@ -470,14 +421,7 @@ fn status_version_and_log_file() {
     // logFile: log lines go there, not to stderr; stdout stays the result.
     lab.attach_eth0("1.0.0", false);
     let log = lab.rt.scratch.path().join("symroute.log");
-    let list = lab.net1_list(
-        "1.0.0",
-        lab.lan_host_local(false),
-        Some((Meta::Symroute, json!({"logFile": log}))),
-    );
-    let att = lab.att("net1");
-    let prev = macvlan_add(&lab, &list, &att);
-    let conf = symroute_conf(&lab, &list, Some(&prev));
+    let Chain { att, conf, .. } = lab.net1_chain(json!({"logFile": log}));
     let add = lab.rt.call("symroute", "ADD", &att, &conf);
     expect_ok(&add);
     assert!(add.stderr.is_empty(), "{}", add.describe());
@@ -495,15 +439,10 @@ fn status_version_and_log_file() {
 fn the_symroute_command_is_the_plugin_too() {
     let lab = PodLab::new("mainbin");
     lab.attach_eth0("1.0.0", false);
-    let list = lab.net1_list(
-        "1.0.0",
-        lab.lan_host_local(false),
-        Some((Meta::Symroute, json!({}))),
-    );
-    let att = lab.att("net1");
-    let prev = macvlan_add(&lab, &list, &att);
+    let Chain {
+        att, prev, conf, ..
+    } = lab.net1_chain(json!({}));
     let before = dump(&lab.pod);
-    let conf = symroute_conf(&lab, &list, Some(&prev));
     let add = lab.rt.call("symroute-main", "ADD", &att, &conf);
     expect_ok(&add);
     assert_eq!(add.json(), prev);
@@ -536,12 +475,12 @@ fn del_after_the_interface_is_gone() {
     );
     let att = lab.att("net1");
     let before_net1 = dump(&lab.pod);
-    let prev = macvlan_add(&lab, &list, &att);
-    let conf = symroute_conf(&lab, &list, Some(&prev));
+    let prev = lab.macvlan_add(&list, &att);
+    let conf = symroute_conf(&list, Some(&prev));
     expect_ok(&lab.rt.call("symroute", "ADD", &att, &conf));
     assert_eq!(owned(&lab.pod).0.len(), 1);
     ok(lab.pod.del_link("net1"));
-    let no_prev = symroute_conf(&lab, &list, None);
+    let no_prev = symroute_conf(&list, None);
     let del = lab.rt.call("symroute", "DEL", &att, &no_prev);
     expect_ok(&del);
     let (rules, routes) = owned(&lab.pod);

@@ -74,16 +74,7 @@ fn foreign_state_survives(lab: &SeedLab, setup: &[&str], what: &str) -> serde_js
     );
     assert_blocked(&lab.client, front(), &format!("{what}, before apply"));
 
-    let out = symroute([
-        "apply",
-        "--netns",
-        &ctr,
-        "--gateway",
-        "eth1=172.18.0.1",
-        "--json",
-    ]);
-    out.expect(0);
-    let rep = out.json();
+    let rep = apply_json(&ctr, &["eth1=172.18.0.1"]);
     assert!(len_of(&rep, "ops") > 0, "{rep}");
     assert_same_dump(&before, &dump_foreign(&lab.ctr), &format!("{what}: apply"));
     assert_connects(

@@ -44,13 +44,10 @@ fn tables(plan: &Value) -> BTreeMap<String, u32> {
         .collect()
 }
 
-fn apply_json(ctr: &str, gateways: &[&str]) -> Value {
-    let mut args = vec!["apply", "--netns", ctr, "--json"];
-    for g in gateways {
-        args.extend(["--gateway", g]);
-    }
-    let out = symroute(&args);
-    out.expect(0);
+/// `status --json` with `--gateway GATEWAY`, which must exit 1 (out of sync).
+fn status_json_out_of_sync(ctr: &str, gateway: &str) -> Value {
+    let out = symroute(["status", "--netns", ctr, "--gateway", gateway, "--json"]);
+    out.expect(1);
     out.json()
 }
 
@@ -147,16 +144,7 @@ fn removed_address_loses_its_rule_and_stale_route_on_next_apply() {
         "precondition: the kernel keeps the route with the removed source: {routes:#?}"
     );
     // status sees the extras.
-    let out = symroute([
-        "status",
-        "--netns",
-        &ctr,
-        "--gateway",
-        "eth1=172.18.0.1",
-        "--json",
-    ]);
-    out.expect(1);
-    let st = out.json();
+    let st = status_json_out_of_sync(&ctr, "eth1=172.18.0.1");
     assert_eq!(st["in_sync"], false, "{st}");
     assert_eq!(len_of(&st, "extra"), 2, "{st}");
     assert_eq!(len_of(&st, "missing"), 0, "{st}");
@@ -297,16 +285,7 @@ fn link_down_up_flushes_routes_status_exits_1_and_apply_restores_traffic() {
         "{}",
         out.stdout
     );
-    let out = symroute([
-        "status",
-        "--netns",
-        &ctr,
-        "--gateway",
-        "eth1=172.18.0.1",
-        "--json",
-    ]);
-    out.expect(1);
-    let st = out.json();
+    let st = status_json_out_of_sync(&ctr, "eth1=172.18.0.1");
     assert_eq!(st["in_sync"], false);
     assert_eq!(len_of(&st, "missing"), 2, "{st}");
     assert_eq!(len_of(&st, "extra"), 0, "{st}");

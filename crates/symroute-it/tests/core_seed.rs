@@ -113,18 +113,7 @@ fn seed_ipv6_fe80_gateway_tcp_fails_before_apply_works_after_fails_after_clean()
     let before = dump(&lab.ctr);
 
     // The IPv6 gateway of eth1 is link-local: the route needs `dev eth1`.
-    let out = symroute([
-        "apply",
-        "--netns",
-        &ctr,
-        "--gateway",
-        "eth1=172.18.0.1",
-        "--gateway",
-        "eth1=fe80::1",
-        "--json",
-    ]);
-    out.expect(0);
-    let rep = out.json();
+    let rep = apply_json(&ctr, &["eth1=172.18.0.1", "eth1=fe80::1"]);
     let eth1_table = plan_table(&rep["plan"], "eth1");
     let eth1_index = ok(lab.ctr.link_index("eth1"));
     let (rules, routes) = owned(&lab.ctr);

@@ -101,18 +101,7 @@ fn three_interfaces_behind_strict_router_each_reachable_after_apply() {
     assert_blocked(&t.client, eth1, "eth1 before apply");
     assert_blocked(&t.client, eth2, "eth2 before apply");
 
-    let out = symroute([
-        "apply",
-        "--netns",
-        &ctr,
-        "--gateway",
-        "eth1=172.21.0.1",
-        "--gateway",
-        "eth2=172.22.0.1",
-        "--json",
-    ]);
-    out.expect(0);
-    let rep = out.json();
+    let rep = apply_json(&ctr, &["eth1=172.21.0.1", "eth2=172.22.0.1"]);
     let tables: BTreeSet<u32> = ["eth0", "eth1", "eth2"]
         .iter()
         .map(|n| plan_table(&rep["plan"], n))
@@ -164,16 +153,7 @@ fn two_addresses_on_one_interface_one_connected_route_two_rules_both_reachable()
     assert_blocked(&lab.client, first, "172.18.0.2 before apply");
     assert_blocked(&lab.client, second, "172.18.0.3 before apply");
 
-    let out = symroute([
-        "apply",
-        "--netns",
-        &ctr,
-        "--gateway",
-        "eth1=172.18.0.1",
-        "--json",
-    ]);
-    out.expect(0);
-    let rep = out.json();
+    let rep = apply_json(&ctr, &["eth1=172.18.0.1"]);
     let table = plan_table(&rep["plan"], "eth1");
     let eth1 = ok(lab.ctr.link_index("eth1"));
 

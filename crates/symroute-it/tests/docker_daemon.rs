@@ -430,6 +430,13 @@ fn network(lab: &DockerLab, name: &str, subnet: &str, gateway: &str) {
     ]);
 }
 
+/// The two bridge networks most tests attach containers to: n1
+/// 172.20.0.0/16 and n2 172.21.0.0/16.
+fn two_networks(lab: &DockerLab) {
+    network(lab, "n1", "172.20.0.0/16", "172.20.0.1");
+    network(lab, "n2", "172.21.0.0/16", "172.21.0.1");
+}
+
 /// `docker run -d` of the test image's server (it exits at once on SIGTERM,
 /// so stops and dockerd's shutdown do not wait) on `first`, then `docker
 /// network connect` to each of `more`; its id.
@@ -749,8 +756,7 @@ fn a_rule_or_route_deleted_by_hand_in_a_managed_container_comes_back() {
 fn rules_follow_network_connect_and_disconnect() {
     require_root();
     let lab = DockerLab::start();
-    network(&lab, "n1", "172.20.0.0/16", "172.20.0.1");
-    network(&lab, "n2", "172.21.0.0/16", "172.21.0.1");
+    two_networks(&lab);
     network(&lab, "n3", "172.22.0.0/16", "172.22.0.1");
     let d = Daemon::start(&lab, &[]);
     d.wait_connected();
@@ -865,21 +871,21 @@ fn restart_and_a_kill_under_a_restart_policy_are_made_symmetric_again() {
         "remote, first start",
     );
     let networks = [macvlan::LAN_NETWORK, macvlan::APP_NETWORK];
+    // web in its new namespace: converged, rules for both networks, and
+    // reached by the remote client.
+    let converged_and_reachable = |what: &str| {
+        wait_converged(docker, macvlan::WEB);
+        assert_rules_for(docker, &id, &networks);
+        docker.wait_listening(&id, common::docker::SERVICE_PORT);
+        assert_connects(&lab.remote, lab.target(), macvlan::BANNER, what);
+    };
 
     // docker restart: die, then start in a new namespace.
     let old_pid = docker.inspect_pid(&id);
     docker.docker_ok(["restart", "-t", "1", &id]);
     let new_pid = docker.inspect_pid(&id);
     assert_ne!(old_pid, new_pid, "docker restart gave the same process");
-    wait_converged(docker, macvlan::WEB);
-    assert_rules_for(docker, &id, &networks);
-    docker.wait_listening(&id, common::docker::SERVICE_PORT);
-    assert_connects(
-        &lab.remote,
-        lab.target(),
-        macvlan::BANNER,
-        "remote, after docker restart",
-    );
+    converged_and_reachable("remote, after docker restart");
 
     // The container's init killed from the host: the restart policy brings
     // it back (die, then start), in another new namespace.
@@ -901,15 +907,7 @@ fn restart_and_a_kill_under_a_restart_policy_are_made_symmetric_again() {
         },
     );
     assert!(docker.inspect(&id)["RestartCount"].as_u64() >= Some(1));
-    wait_converged(docker, macvlan::WEB);
-    assert_rules_for(docker, &id, &networks);
-    docker.wait_listening(&id, common::docker::SERVICE_PORT);
-    assert_connects(
-        &lab.remote,
-        lab.target(),
-        macvlan::BANNER,
-        "remote, after the kill",
-    );
+    converged_and_reachable("remote, after the kill");
     assert!(
         d.logged_for("released", macvlan::WEB).len() >= 2,
         "each death releases the old namespace"
@@ -1010,8 +1008,7 @@ fn host_mode_is_never_touched_and_a_shared_namespace_is_managed_once() {
 fn daemon_reconnects_after_a_dockerd_restart_and_keeps_working() {
     require_root();
     let mut lab = DockerLab::start();
-    network(&lab, "n1", "172.20.0.0/16", "172.20.0.1");
-    network(&lab, "n2", "172.21.0.0/16", "172.21.0.1");
+    two_networks(&lab);
     let d = Daemon::start(&lab, &[]);
     d.wait_connected();
     let a = run_multi(&lab, "first", &["--restart", "always"], "n1", &["n2"]);
@@ -1322,8 +1319,7 @@ fn missing_or_refusing_docker_socket_is_reported_and_retried() {
 fn sigterm_leaves_the_rules_and_clean_on_exit_removes_them() {
     require_root();
     let lab = DockerLab::start();
-    network(&lab, "n1", "172.20.0.0/16", "172.20.0.1");
-    network(&lab, "n2", "172.21.0.0/16", "172.21.0.1");
+    two_networks(&lab);
     let mut d = Daemon::start(&lab, &[]);
     d.wait_connected();
     let ids: Vec<String> = ["c1", "c2"]
@@ -1376,8 +1372,7 @@ fn sigterm_leaves_the_rules_and_clean_on_exit_removes_them() {
 fn opt_out_label_and_require_label() {
     require_root();
     let lab = DockerLab::start();
-    network(&lab, "n1", "172.20.0.0/16", "172.20.0.1");
-    network(&lab, "n2", "172.21.0.0/16", "172.21.0.1");
+    two_networks(&lab);
     let mut d = Daemon::start(&lab, &[]);
     d.wait_connected();
     let plain = run_multi(&lab, "plain", &[], "n1", &["n2"]);

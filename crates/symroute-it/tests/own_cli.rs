@@ -10,75 +10,13 @@
 
 mod common;
 
-use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bounded::*;
 use common::*;
 use symroute_testkit::lab::{MAIN_TABLE, Ns};
-
-/// A hard bound for one run of the binary in tests that could hang.
-const RUN_BOUND: Duration = Duration::from_secs(20);
-
-/// Read a child's pipe to the end on a thread of its own (a full pipe must
-/// not stall the child while we wait for it).
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut p) = pipe {
-            let mut bytes = Vec::new();
-            let _ = p.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        text
-    })
-}
-
-/// Wait for `child` up to `bound`; past it, kill it by pid and fail.
-fn wait_bounded(mut child: Child, what: &str, bound: Duration) -> Out {
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if start.elapsed() < bound => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{what}: still running after {bound:?}: killed (pid {})",
-                    child.id()
-                );
-            }
-            Err(e) => panic!("{what}: wait: {e}"),
-        }
-    };
-    Out {
-        args: vec![what.to_string()],
-        code: status.code().unwrap_or(-(status.signal().unwrap_or(0))),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
-
-/// Run the binary with `args` (no config file added), bounded.
-fn symroute_bounded(args: &[&str], env: &[(&str, &str)]) -> Out {
-    let mut cmd = Command::new(&*BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", *BIN));
-    wait_bounded(child, &format!("symroute {}", args.join(" ")), RUN_BOUND)
-}
 
 fn assert_no_control_bytes(text: &str, what: &str) {
     assert!(
@@ -207,14 +145,6 @@ fn dry_run_commands_of_hostile_names_run_as_the_plan_and_nothing_else_and_text_i
     assert!(cl.stdout.contains("removed"), "{}", cl.stdout);
     assert_eq!(owned(&ctr), (vec![], vec![]));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// An empty config file of this test process's own.
-fn empty_config() -> String {
-    let dir = scratch_dir("own-cli-config");
-    let p = dir.join("empty.toml");
-    std::fs::write(&p, "").expect("write empty config");
-    p.display().to_string()
 }
 
 /// The host's rules and routes, read with `ip` (read-only), expiry timers
@@ -370,7 +300,7 @@ fn fifos_devices_and_big_files_as_inputs_fail_at_once_with_exit_2() {
         ),
     ];
     for (args, want) in cases {
-        let out = symroute_bounded(&args, &[]);
+        let out = symroute_bounded(&args);
         out.expect(2);
         assert!(
             out.stderr.contains(&want),
@@ -380,16 +310,6 @@ fn fifos_devices_and_big_files_as_inputs_fail_at_once_with_exit_2() {
     }
     assert_eq!(owned(&ns), (vec![], vec![]));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn spawn_symroute(args: &[&str]) -> Child {
-    Command::new(&*BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", *BIN))
 }
 
 /// Whether every owned rule looks up a table that holds owned routes.
@@ -433,7 +353,7 @@ fn apply_racing_clean_leaves_the_namespace_fully_applied_or_fully_clean() {
             "round {round}: a rule points at an empty table: {:?}",
             owned(&lab.ctr)
         );
-        let st = symroute_bounded(&status, &[]);
+        let st = symroute_bounded(&status);
         if owned(&lab.ctr) == (vec![], vec![]) {
             cleaned += 1;
         } else {
@@ -442,29 +362,6 @@ fn apply_racing_clean_leaves_the_namespace_fully_applied_or_fully_clean() {
         }
     }
     eprintln!("apply/clean race: {applied} round(s) ended applied, {cleaned} clean");
-}
-
-/// A namespace with `n` veths (peers in a second namespace), each up with an
-/// address of its own /24 in 198.18.0.0/15: a plan of 2·n changes.
-fn wide_lab(n: usize) -> (Ns, Ns) {
-    require_root();
-    let ctr = ok(Ns::new("wide"));
-    let peers = ok(Ns::new("wide-peers"));
-    for i in 0..n {
-        let name = format!("v{i}");
-        ok(ctr.veth(&name, &peers, &format!("p{i}")));
-        ok(ctr.link_up(&name));
-        ok(peers.link_up(&format!("p{i}")));
-        let (b, c) = (18 + i / 256, i % 256);
-        ok(ctr.add_addr(&name, net(&format!("198.{b}.{c}.2/24"))));
-    }
-    (ctr, peers)
-}
-
-fn send(child: &Child, sig: nix::sys::signal::Signal) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
-    // The child may have exited already; that is not an error here.
-    let _ = nix::sys::signal::kill(pid, sig);
 }
 
 #[test]
@@ -483,12 +380,12 @@ fn sigterm_during_a_300_interface_apply_rolls_back_or_finishes_and_kill_9_is_rec
     let mut full = Duration::MAX;
     for _ in 0..3 {
         let t0 = Instant::now();
-        symroute_bounded(&apply, &[]).expect(0);
+        symroute_bounded(&apply).expect(0);
         full = full.min(t0.elapsed());
-        symroute_bounded(&status, &[]).expect(0);
+        symroute_bounded(&status).expect(0);
         let (rules, routes) = owned(&ctr);
         assert_eq!((rules.len(), routes.len()), (300, 300));
-        symroute_bounded(&clean, &[]).expect(0);
+        symroute_bounded(&clean).expect(0);
     }
 
     let mut points: Vec<Duration> = [0, 5, 20, 50]
@@ -510,7 +407,7 @@ fn sigterm_during_a_300_interface_apply_rolls_back_or_finishes_and_kill_9_is_rec
         let outcome = if now == nothing {
             "nothing"
         } else {
-            symroute_bounded(&status, &[]).expect(0);
+            symroute_bounded(&status).expect(0);
             "all"
         };
         match out.code {
@@ -545,7 +442,7 @@ fn sigterm_during_a_300_interface_apply_rolls_back_or_finishes_and_kill_9_is_rec
             .unwrap_or("")
             .trim();
         outcomes.push(format!("{at:?}: exit {} -> {outcome} {said}", out.code));
-        symroute_bounded(&clean, &[]).expect(0);
+        symroute_bounded(&clean).expect(0);
     }
     eprintln!("full apply {full:?}; SIGTERM outcomes: {outcomes:#?}");
     assert!(
@@ -558,8 +455,8 @@ fn sigterm_during_a_300_interface_apply_rolls_back_or_finishes_and_kill_9_is_rec
     std::thread::sleep(full / 2);
     send(&child, Signal::SIGKILL);
     let _ = wait_bounded(child, "apply (SIGKILL)", RUN_BOUND);
-    symroute_bounded(&apply, &[]).expect(0);
-    symroute_bounded(&status, &[]).expect(0);
+    symroute_bounded(&apply).expect(0);
+    symroute_bounded(&status).expect(0);
 }
 
 #[test]
@@ -575,13 +472,13 @@ fn cni_command_acts_only_without_arguments_and_json_errors_are_json() {
     let gw = ["--gateway", "eth1=172.18.0.1"];
     let mut apply = vec!["--config", cfg.as_str(), "apply", "--netns", &path];
     apply.extend(gw);
-    symroute_bounded(&apply, &[]).expect(0);
+    symroute_bounded(&apply).expect(0);
     assert_ne!(owned(&lab.ctr), (vec![], vec![]));
 
     // A stray CNI_COMMAND with a subcommand: ignored, with a warning; the
     // clean really cleans.
     let clean = ["--config", cfg.as_str(), "clean", "--netns", &path];
-    let out = symroute_bounded(&clean, &[("CNI_COMMAND", "VERSION")]);
+    let out = symroute_bounded_env(&clean, &[("CNI_COMMAND", "VERSION")]);
     out.expect(0);
     assert!(
         out.stderr.contains("ignoring CNI_COMMAND=VERSION"),
@@ -592,7 +489,7 @@ fn cni_command_acts_only_without_arguments_and_json_errors_are_json() {
     assert_eq!(owned(&lab.ctr), (vec![], vec![]));
 
     // Without arguments, as a runtime runs a plugin: the CNI reply.
-    let out = symroute_bounded(&[], &[("CNI_COMMAND", "VERSION")]);
+    let out = symroute_bounded_env(&[], &[("CNI_COMMAND", "VERSION")]);
     out.expect(0);
     let v: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("CNI VERSION reply is not JSON ({e}): {}", out.stdout));
@@ -608,7 +505,7 @@ fn cni_command_acts_only_without_arguments_and_json_errors_are_json() {
             "/nonexistent/ns",
             "--json",
         ];
-        let out = symroute_bounded(&args, &[]);
+        let out = symroute_bounded(&args);
         out.expect(2);
         let v: serde_json::Value = serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("{cmd} --json error is not JSON ({e}): {}", out.stdout));
@@ -631,7 +528,7 @@ fn cni_command_acts_only_without_arguments_and_json_errors_are_json() {
         "--gateway",
         "eth1=10.99.0.1",
     ];
-    let out = symroute_bounded(&args, &[]);
+    let out = symroute_bounded(&args);
     out.expect(2);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON error");
     assert!(
@@ -658,7 +555,7 @@ fn diagnose_says_no_route_and_blackhole_as_they_are() {
     let cfg = empty_config();
     let path = path_of(&ns);
     let diag = ["--config", cfg.as_str(), "diagnose", "--netns", &path];
-    let out = symroute_bounded(&diag, &[]);
+    let out = symroute_bounded(&diag);
     out.expect(1);
     assert!(
         out.stdout
@@ -674,7 +571,7 @@ fn diagnose_says_no_route_and_blackhole_as_they_are() {
     assert!(out.stdout.contains("no route"), "{}", out.stdout);
 
     ok(ns.run_cmd("ip", ["route", "add", "blackhole", "default"]));
-    let out = symroute_bounded(&diag, &[]);
+    let out = symroute_bounded(&diag);
     out.expect(1);
     assert!(out.stdout.contains("blackhole route"), "{}", out.stdout);
     assert!(!out.stdout.contains("Invalid argument"), "{}", out.stdout);
@@ -687,6 +584,6 @@ fn diagnose_says_no_route_and_blackhole_as_they_are() {
         "--json",
     ];
     let v: serde_json::Value =
-        serde_json::from_str(&symroute_bounded(&j, &[]).stdout).expect("diagnose JSON");
+        serde_json::from_str(&symroute_bounded(&j).stdout).expect("diagnose JSON");
     assert_eq!(v["addresses"][0]["verdict"], "no-route", "{v}");
 }

@@ -9,109 +9,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bounded::*;
 use common::*;
 use symroute_testkit::lab::{MAIN_TABLE, Ns};
-
-/// A hard bound for one run of the binary in tests that could hang.
-const RUN_BOUND: Duration = Duration::from_secs(20);
-
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut bytes);
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// Wait for `child` up to `bound`; past it, kill it by pid and fail.
-fn wait_bounded(mut child: Child, what: &str, bound: Duration) -> Out {
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if start.elapsed() < bound => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what}: still running after {bound:?}: killed");
-            }
-            Err(e) => panic!("{what}: wait: {e}"),
-        }
-    };
-    Out {
-        args: vec![what.to_string()],
-        code: status.code().unwrap_or(-(status.signal().unwrap_or(0))),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
-
-fn spawn_symroute(args: &[&str]) -> Child {
-    Command::new(&*BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", *BIN))
-}
-
-fn symroute_bounded(args: &[&str]) -> Out {
-    let child = spawn_symroute(args);
-    wait_bounded(child, &format!("symroute {}", args.join(" ")), RUN_BOUND)
-}
-
-/// An empty config file of this test process's own.
-fn empty_config() -> String {
-    // Made once per test process: scratch_dir empties its folder, so tests
-    // running in parallel must not each make it again.
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = scratch_dir("own-review-config");
-        let p = dir.join("empty.toml");
-        std::fs::write(&p, "").expect("write empty config");
-        p.display().to_string()
-    })
-    .clone()
-}
-
-fn send(child: &Child, sig: nix::sys::signal::Signal) {
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
-    let _ = nix::sys::signal::kill(pid, sig);
-}
-
-/// Wait (bounded) until process `child` catches `sig` (its handler is
-/// installed, per /proc/PID/status SigCgt); fails if it never does.
-fn wait_catches(child: &Child, sig: i32) {
-    let path = format!("/proc/{}/status", child.id());
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let caught = text
-            .lines()
-            .find_map(|l| l.strip_prefix("SigCgt:"))
-            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-            .is_some_and(|m| m & (1 << (sig - 1)) != 0);
-        if caught {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "pid {} never installed a handler for signal {sig}",
-            child.id()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 /// A namespace with two veths a0 and a1 (peers in a second namespace), each
 /// up with an address, a default route through a0.
@@ -328,23 +232,6 @@ fn an_interface_name_that_is_not_utf8_is_managed_by_index_and_printed_escaped() 
 }
 
 // ---- F3: SIGHUP and SIGQUIT during apply, any signal during clean ----
-
-/// A namespace with `n` veths (peers in a second namespace), each up with an
-/// address of its own /24 in 198.18.0.0/15: a plan of 2·n changes.
-fn wide_lab(n: usize) -> (Ns, Ns) {
-    require_root();
-    let ctr = ok(Ns::new("wide"));
-    let peers = ok(Ns::new("wide-peers"));
-    for i in 0..n {
-        let name = format!("v{i}");
-        ok(ctr.veth(&name, &peers, &format!("p{i}")));
-        ok(ctr.link_up(&name));
-        ok(peers.link_up(&format!("p{i}")));
-        let (b, c) = (18 + i / 256, i % 256);
-        ok(ctr.add_addr(&name, net(&format!("198.{b}.{c}.2/24"))));
-    }
-    (ctr, peers)
-}
 
 /// How long a full apply of `ctr` takes (the quickest of two), leaving it clean.
 fn full_apply_time(apply: &[&str], clean: &[&str]) -> Duration {

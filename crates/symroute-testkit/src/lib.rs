@@ -1,9 +1,11 @@
 //! Test support, never part of a shipped API: a kernel-faithful fake of the
-//! core's `Kernel` seam, and real-namespace lab fixtures (anonymous
-//! namespaces held by file descriptors, veths, bridges, TCP probes).
+//! core's `Kernel` seam, builders of hand-written snapshots (`snap`), and
+//! real-namespace lab fixtures (anonymous namespaces held by file
+//! descriptors, veths, bridges, TCP probes).
 
 pub mod fake;
 pub mod lab;
+pub mod snap;
 
 use std::path::PathBuf;
 

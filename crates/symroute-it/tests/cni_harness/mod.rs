@@ -319,6 +319,23 @@ pub fn plugin_conf(list: &Value, plugin: &Value, prev: Option<&Value>) -> Value 
     conf
 }
 
+/// The symroute entry (the second plugin) of a net1 list, as its own
+/// configuration.
+pub fn symroute_conf(list: &Value, prev: Option<&Value>) -> Value {
+    plugin_conf(list, &list["plugins"][1], prev)
+}
+
+/// One interface's chain after the main plugin's ADD: its list, its
+/// attachment, the main plugin's result, and symroute's configuration with
+/// that result as prevResult.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub list: Value,
+    pub att: Att,
+    pub prev: Value,
+    pub conf: Value,
+}
+
 /// One attachment: container, namespace path, interface.
 #[derive(Debug, Clone)]
 pub struct Att {
@@ -491,6 +508,56 @@ impl PodLab {
             plugins.push(p);
         }
         json!({"cniVersion": version, "name": "lan", "plugins": plugins})
+    }
+
+    /// macvlan's ADD of `list`'s first plugin for `att` (must succeed);
+    /// returns its result.
+    pub fn macvlan_add(&self, list: &Value, att: &Att) -> Value {
+        let run = self.rt.call(
+            "macvlan",
+            "ADD",
+            att,
+            &plugin_conf(list, &list["plugins"][0], None),
+        );
+        assert_eq!(run.code, 0, "{}", run.describe());
+        run.json()
+    }
+
+    /// A 1.0.0 net1 list (macvlan with `ipam`, then symroute with `extra`
+    /// keys) with macvlan's ADD done for `ifname`: ready for symroute.
+    pub fn macvlan_chain(&self, ifname: &str, ipam: Value, extra: Value) -> Chain {
+        let list = self.net1_list("1.0.0", ipam, Some((Meta::Symroute, extra)));
+        let att = self.att(ifname);
+        let prev = self.macvlan_add(&list, &att);
+        let conf = symroute_conf(&list, Some(&prev));
+        Chain {
+            list,
+            att,
+            prev,
+            conf,
+        }
+    }
+
+    /// net1 from host-local on the LAN (203.0.113.50), chained with
+    /// symroute with `extra` keys.
+    pub fn net1_chain(&self, extra: Value) -> Chain {
+        self.macvlan_chain("net1", self.lan_host_local(false), extra)
+    }
+
+    /// macvlan interfaces `ifaces` (name, symroute's `extra` keys) on the
+    /// LAN with static addresses 203.0.113.50, .51, ...; each one's
+    /// attachment and symroute configuration (prevResult from macvlan).
+    pub fn static_chains(&self, ifaces: &[(&str, Value)]) -> Vec<(Att, Value)> {
+        ifaces
+            .iter()
+            .enumerate()
+            .map(|(i, (name, extra))| {
+                let ipam = json!({"type": "static", "addresses": [
+                    {"address": format!("203.0.113.{}/24", 50 + i), "gateway": LAN_GW}]});
+                let c = self.macvlan_chain(name, ipam, extra.clone());
+                (c.att, c.conf)
+            })
+            .collect()
     }
 
     /// host-local on the LAN: 203.0.113.50 up, gateway 203.0.113.1.

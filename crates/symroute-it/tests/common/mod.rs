@@ -26,6 +26,7 @@ use symroute_core::model::{Route, Rule, Snapshot};
 use symroute_linux::kernel::NetlinkKernel;
 use symroute_testkit::lab::{LabError, Ns};
 
+pub mod bounded;
 pub mod docker;
 
 /// The binary under test.
@@ -371,6 +372,18 @@ pub fn plan_iface<'a>(plan: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|i| i["name"] == name)
         .unwrap_or_else(|| panic!("plan has no interface {name}: {plan}"))
+}
+
+/// `symroute apply --netns CTR --json` with `--gateway G` for each of
+/// `gateways`: must exit 0; its JSON report.
+pub fn apply_json(ctr: &str, gateways: &[&str]) -> Value {
+    let mut args = vec!["apply", "--netns", ctr, "--json"];
+    for g in gateways {
+        args.extend(["--gateway", g]);
+    }
+    let out = symroute(&args);
+    out.expect(0);
+    out.json()
 }
 
 /// The table number a plan's JSON gives interface `name`.
