@@ -544,3 +544,39 @@ proptest! {
         prop_assert!(left.is_empty(), "{:?}", left);
     }
 }
+
+/// The input on which the property above once failed (found in a fresh
+/// root by proptest): two stale default routes of ours in the interface's
+/// table, metrics 7 and 0; the metric-0 one holds the wanted key. Apply
+/// deletes that one first (a delete without a metric takes the lowest-metric
+/// match, in the kernel as in the fake), adds the wanted route, and removes
+/// the other stale one.
+#[test]
+fn a_stale_route_holding_the_wanted_key_goes_first_beside_a_higher_metric_twin() {
+    let other = |table, addr| Other {
+        rule: false,
+        table,
+        protocol: 0,
+        shape: 0,
+        priority: 0,
+        addr,
+    };
+    let mut k = build(&[other(0, 0), other(0, 0), other(4, 1), other(4, 1)], true);
+    let rep = engine::apply(&mut k, &request(false)).expect("apply");
+    let defaults: Vec<(u32, Option<std::net::IpAddr>)> = k
+        .state
+        .routes
+        .iter()
+        .filter(|r| r.table == 10001 && r.is_default())
+        .map(|r| (r.metric, r.gateway))
+        .collect();
+    // Both stale ones were ours (tagged, in the band) and are gone.
+    assert_eq!(defaults, vec![(0, Some(ip("172.19.0.1")))]);
+    assert!(
+        engine::apply(&mut k, &request(false))
+            .expect("again")
+            .ops
+            .is_empty()
+    );
+    assert!(!rep.ops.is_empty());
+}

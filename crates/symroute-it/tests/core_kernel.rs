@@ -14,10 +14,11 @@ use common::*;
 use symroute_core::diff::Op;
 use symroute_core::engine::{self, ApplyOptions, EngineError};
 use symroute_core::kernel::{Kernel, KernelError, RouteAnswer, RouteQuery};
-use symroute_core::model::{Family, Snapshot};
+use symroute_core::model::{Family, Route, RouteType, Scope, Snapshot};
 use symroute_core::plan::{GatewayHint, PlanRequest};
 use symroute_core::settings::Settings;
 use symroute_linux::kernel::NetlinkKernel;
+use symroute_testkit::fake::FakeKernel;
 use symroute_testkit::lab::seed::{BANNER, CTR_FRONT_ADDR, SERVICE_PORT};
 use symroute_testkit::lab::{Ns, SeedLab, SeedOptions};
 
@@ -375,4 +376,61 @@ fn apply_reads_back_exactly_the_plan() {
     // And so a second apply through the library has nothing to do.
     let again = engine::apply(&mut kernel(&lab.ctr), &opts).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.ops, Vec::<Op>::new());
+}
+
+/// The fake kernel's route delete (symroute-testkit's `FakeKernel`, used by
+/// every pure engine suite) against the kernel's: a delete whose metric is
+/// 0 (not sent) takes the lowest-metric route that matches, whatever order
+/// the routes were added in; sent again, it takes the next one.
+#[test]
+fn route_delete_without_a_metric_takes_the_lowest_metric_match_in_kernel_and_fake() {
+    require_root();
+    for order in [[7u32, 0], [0, 7]] {
+        let ns = ok(Ns::new("srt-delmetric"));
+        ip_cmd(&ns, "link add d0 type veth peer name d1");
+        ip_cmd(&ns, "link set d1 up");
+        ip_cmd(&ns, "link set d0 up");
+        let mut k = NetlinkKernel::new(ns.netns().socket().expect("socket"));
+        let snap = k.snapshot().expect("snapshot");
+        let oif = snap.link_by_name("d0").expect("d0").index;
+        let route = |metric| Route {
+            table: 10001,
+            dst: "0.0.0.0/0".parse().expect("net"),
+            gateway: None,
+            oif,
+            prefsrc: None,
+            scope: Scope::Link,
+            kind: RouteType::UNICAST,
+            metric,
+            onlink: false,
+            protocol: 115,
+            multipath: Vec::new(),
+        };
+        let mut fake = FakeKernel::with_links(snap.links.clone());
+        for m in order {
+            k.execute(&Op::AddRoute(route(m)))
+                .expect("add to the kernel");
+            fake.execute(&Op::AddRoute(route(m)))
+                .expect("add to the fake");
+        }
+        let metrics = |s: &Snapshot| -> Vec<u32> {
+            s.routes
+                .iter()
+                .filter(|r| r.table == 10001)
+                .map(|r| r.metric)
+                .collect()
+        };
+        for want in [vec![7], vec![]] {
+            k.execute(&Op::DelRoute(route(0)))
+                .expect("delete in the kernel");
+            fake.execute(&Op::DelRoute(route(0)))
+                .expect("delete in the fake");
+            assert_eq!(
+                metrics(&k.snapshot().expect("snapshot")),
+                want,
+                "kernel, added {order:?}"
+            );
+            assert_eq!(metrics(&fake.state), want, "fake, added {order:?}");
+        }
+    }
 }
