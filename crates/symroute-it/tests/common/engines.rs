@@ -329,7 +329,10 @@ impl EngineLab {
         let mut cmd = Command::new("nsenter");
         cmd.arg("-t")
             .arg(self.holder_pid.to_string())
-            .args(["-m", "-n", "--"]);
+            // -r -w: the holder's root and folder (a test run inside a chroot
+            // would otherwise land in the real root: setns on a mount namespace
+            // resets both).
+            .args(["-m", "-n", "-r", "-w", "--"]);
         if let Some(root) = &self.rootfs {
             cmd.arg("chroot").arg(root);
         }
@@ -420,7 +423,7 @@ impl EngineLab {
         let out = Command::new("nsenter")
             .arg("-t")
             .arg(self.holder_pid.to_string())
-            .args(["-m", "--", "sh", "-euc", script])
+            .args(["-m", "-r", "-w", "--", "sh", "-euc", script])
             .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("nsenter: {e}"));
@@ -662,6 +665,8 @@ impl EngineLab {
             self.holder_pid.to_string(),
             "-m".into(),
             "-n".into(),
+            "-r".into(),
+            "-w".into(),
             "--".into(),
         ];
         if let Some(root) = &self.rootfs {
