@@ -61,7 +61,6 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
             }
         };
         backoff = RECONNECT_FIRST;
-        metrics.set_connected(true);
         match api.version().await {
             Ok(v) => info!(
                 socket = %api.endpoint(),
@@ -75,6 +74,8 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 info!(socket = %api.endpoint(), via = api.endpoint_source(), error = %e, "connected to Docker");
             }
         }
+        // After the line that says so: whoever sees the gauge at 1 finds it.
+        metrics.set_connected(true);
         // The messages say "Docker" for Podman too (the engine field tells
         // which): scripts and the tests match them exactly.
         // Subscribe first, then resync: nothing that happens in between is lost.
