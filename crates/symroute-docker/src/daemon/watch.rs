@@ -5,11 +5,16 @@
 //! netlink socket per namespace, subscribed to those groups, read through
 //! tokio's reactor: no polling.
 //!
+//! One receive buffer serves every namespace's watch on a thread (the reads
+//! never wait in between), so a managed namespace costs its socket and a
+//! small task, not a buffer of its own.
+//!
 //! The daemon's own adds come back as notifications too; they are the one
 //! kind ignored ([`relevant`]: a new rule or route carrying symroute's
 //! protocol), so applying never triggers another apply. Its own deletes do
 //! come back, and cost one converge that finds nothing to do.
 
+use std::cell::RefCell;
 use std::io;
 
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
@@ -158,30 +163,49 @@ pub fn open(netns: &Netns) -> Result<AsyncFd<Socket>, NetnsError> {
     })
 }
 
+/// The receive buffer: netlink notifications are one message per
+/// datagram, a few hundred bytes each (a link's is the largest, a few KiB).
+const RECV_BUF: usize = 64 * 1024;
+
+thread_local! {
+    /// The receive buffer of every watch running on this thread.
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Read everything `sock` has ready into `buf`: whether any of it may call
+/// for a converge, and whether the socket is still usable.
+fn drain(sock: &Socket, buf: &mut Vec<u8>, protocol: u8) -> (bool, bool) {
+    if buf.len() < RECV_BUF {
+        buf.resize(RECV_BUF, 0);
+    }
+    let mut got = false;
+    loop {
+        match sock.recv(&mut &mut buf[..], 0) {
+            Ok(n) => got |= relevant(&buf[..n.min(buf.len())], protocol),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (got, true),
+            // The kernel dropped notifications (ENOBUFS): state changed,
+            // which is all we need to know.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => got = true,
+            Err(_) => return (got, false),
+        }
+    }
+}
+
 /// Send `id` on `tx` after every burst of notifications that may call for a
 /// converge ([`relevant`] to a writer tagging with `protocol`), until the
 /// socket fails or the receiver is gone. Abort the task to stop watching
 /// (dropping the socket releases the namespace).
 pub async fn watch(fd: AsyncFd<Socket>, id: String, protocol: u8, tx: mpsc::Sender<String>) {
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let Ok(mut guard) = fd.readable().await else {
             return;
         };
-        let mut got = false;
-        loop {
-            match guard.get_inner().recv(&mut &mut buf[..], 0) {
-                Ok(n) => got |= relevant(&buf[..n.min(buf.len())], protocol),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    guard.clear_ready();
-                    break;
-                }
-                // The kernel dropped notifications (ENOBUFS): state changed,
-                // which is all we need to know.
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => got = true,
-                Err(_) => return,
-            }
+        // No await while the buffer is borrowed: one borrow at a time.
+        let (got, usable) = BUF.with_borrow_mut(|buf| drain(guard.get_inner(), buf, protocol));
+        if !usable {
+            return;
         }
+        guard.clear_ready();
         if got && tx.send(id.clone()).await.is_err() {
             return;
         }
