@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::io;
 
-use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
@@ -135,12 +135,26 @@ pub fn relevant(buf: &[u8], protocol: u8) -> bool {
     false
 }
 
+/// [`GROUPS`] as `bind(2)`'s group mask (group `g` is bit `g - 1`; all of
+/// them are below 32).
+pub const GROUP_MASK: u32 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < GROUPS.len() {
+        mask |= 1 << (GROUPS[i] - 1);
+        i += 1;
+    }
+    mask
+};
+
+/// The groups are joined by the one `bind(2)`, not one `NETLINK_ADD_MEMBERSHIP`
+/// each: the kernel recomputes its listener masks over every subscribed
+/// netlink socket of the machine (all namespaces) at each join, so with a
+/// thousand managed namespaces seven joins per socket cost seven passes
+/// over a thousand sockets.
 fn subscribed_socket() -> io::Result<Socket> {
     let mut sock = Socket::new(NETLINK_ROUTE)?;
-    sock.bind_auto()?;
-    for g in GROUPS {
-        sock.add_membership(g)?;
-    }
+    sock.bind(&SocketAddr::new(0, GROUP_MASK))?;
     sock.set_non_blocking(true)?;
     Ok(sock)
 }
@@ -270,6 +284,17 @@ mod tests {
         assert!(relevant(&msg(20, &[0; 8]), OURS));
         // NLMSG_NOOP / NLMSG_DONE do not.
         assert!(!relevant(&msg(1, &[]), OURS));
+    }
+
+    #[test]
+    fn the_bind_mask_has_exactly_the_groups() {
+        // RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV4_RULE
+        // | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE, and RTNLGRP_IPV6_RULE (19).
+        assert_eq!(
+            GROUP_MASK,
+            0x1 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | (1 << 18)
+        );
+        assert!(GROUPS.iter().all(|g| (1..=32).contains(g)));
     }
 
     #[test]
