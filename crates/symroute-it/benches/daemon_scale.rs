@@ -11,9 +11,10 @@
 //!
 //! - converge: from spawning the daemon to the last namespace holding its
 //!   three rules: by default when the daemon's
-//!   `symroute_reconciles_total{outcome="changed"}` reaches N (scraped every
-//!   10 ms; a reconcile is counted once the kernel acknowledged its
-//!   changes); with `--kernel-watch`, seen by the kernel's rule
+//!   `symroute_reconciles_total{outcome="changed"}` reaches N (a reconcile
+//!   is counted once the kernel acknowledged its changes; scraped every
+//!   5 ms, and only once the fake engine has answered every inspect, so that
+//!   scrapes do not take the daemon's time while it works); with `--kernel-watch`, seen by the kernel's rule
 //!   notifications in every namespace (a socket per namespace, subscribed
 //!   before the daemon starts, RTM_NEWRULE tagged 115 counted), which makes
 //!   every notification of the machine cost twice as much (the kernel walks
@@ -298,6 +299,7 @@ fn start_daemon(
     dir: &Path,
     docker_host: &str,
     interval: u64,
+    soft_nofile: u64,
 ) -> (Daemon, SocketAddr) {
     let config = dir.join("symroute-empty.toml");
     fs::write(&config, "").expect("empty config");
@@ -330,7 +332,7 @@ fn start_daemon(
     // SAFETY: runs in the forked child before exec; prctl and setrlimit are
     // async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -340,7 +342,7 @@ fn start_daemon(
                 rlim_max: 0,
             };
             if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) == 0 {
-                lim.rlim_cur = SYSTEMD_SOFT_NOFILE.min(lim.rlim_max);
+                lim.rlim_cur = soft_nofile.min(lim.rlim_max);
                 libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim);
             }
             Ok(())
@@ -357,15 +359,33 @@ fn metric(host: &Ns, addr: SocketAddr, name: &str) -> Option<f64> {
 }
 
 /// Wait up to `timeout` for `f` to give Some.
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+/// Wait up to `timeout` for `f` to give Some, trying every `step`.
+fn wait_every<T>(
+    step: Duration,
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return v;
         }
         assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(step);
     }
+}
+
+fn wait_for<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    wait_every(Duration::from_millis(20), timeout, what, f)
+}
+
+/// Wait until the fake engine has answered `n` inspects (read in this
+/// process: the daemon is not disturbed by scrapes while it works).
+fn wait_inspects(engine: &FakeEngine, n: u64, timeout: Duration, what: &str) {
+    wait_every(Duration::from_millis(2), timeout, what, || {
+        (engine.stats.inspects.load(Ordering::SeqCst) >= n).then_some(())
+    });
 }
 
 /// utime + stime of `pid`, in clock ticks.
@@ -408,12 +428,23 @@ struct Resync {
 
 /// Wait for the next completed resync after `count` (the daemon's
 /// `symroute_resyncs_total`), and what it cost.
+/// Which figures the daemon has: a build before `symroute_resyncs_total`
+/// is followed through what the fake engine was asked (a resync is then
+/// over when every container was inspected; its duration is the engine's
+/// span, list to last inspect).
+#[derive(Clone, Copy)]
+struct Follow {
+    by_metrics: bool,
+    containers: u64,
+}
+
 fn next_resync(
     host: &Ns,
     addr: SocketAddr,
     engine: &FakeEngine,
     count: f64,
     timeout: Duration,
+    follow: Follow,
 ) -> (f64, Resync) {
     let sum0 = metric(host, addr, "symroute_resync_duration_seconds_sum").unwrap_or(0.0);
     let s = &engine.stats;
@@ -421,9 +452,22 @@ fn next_resync(
         s.inspects.load(Ordering::SeqCst),
         s.lists.load(Ordering::SeqCst),
     );
-    let n = wait_for(timeout, "the next resync", || {
-        metric(host, addr, "symroute_resyncs_total").filter(|n| *n > count)
-    });
+    let n = if follow.by_metrics {
+        // Every container inspected, then (a few applies later) its end.
+        wait_inspects(engine, i0 + follow.containers, timeout, "the next resync");
+        wait_every(
+            Duration::from_millis(5),
+            timeout,
+            "the resync's end",
+            || metric(host, addr, "symroute_resyncs_total").filter(|n| *n > count),
+        )
+    } else {
+        wait_for(timeout, "the next resync", || {
+            (s.lists.load(Ordering::SeqCst) > l0
+                && s.inspects.load(Ordering::SeqCst) >= i0 + follow.containers)
+                .then_some(count + 1.0)
+        })
+    };
     let sum1 = metric(host, addr, "symroute_resync_duration_seconds_sum").unwrap_or(0.0);
     let span = match (
         *s.last_list.lock().expect("stats"),
@@ -435,7 +479,11 @@ fn next_resync(
     (
         n,
         Resync {
-            took: (sum1 - sum0) / (n - count),
+            took: if follow.by_metrics {
+                (sum1 - sum0) / (n - count)
+            } else {
+                span
+            },
             inspects: s.inspects.load(Ordering::SeqCst) - i0,
             lists: s.lists.load(Ordering::SeqCst) - l0,
             engine_span: span,
@@ -456,18 +504,19 @@ fn main() {
     let interval = arg("--interval", 20);
     let idle = arg("--idle", 10);
     let kernel_watch = std::env::args().any(|a| a == "--kernel-watch");
+    let soft_nofile = arg("--soft-nofile", SYSTEMD_SOFT_NOFILE);
     let bin = std::env::var_os("SYMROUTE_BIN").map_or_else(
         || symroute_testkit::workspace_bin("symroute"),
         PathBuf::from,
     );
+    let version = std::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     println!(
-        "daemon at scale: {count} namespaces x 3 interfaces, {} ({}), resync every {interval} s, load {}",
+        "daemon at scale: {count} namespaces x 3 interfaces, {} ({version}), resync every {interval} s, load {}",
         bin.display(),
-        if bin.components().any(|c| c.as_os_str() == "release") {
-            "release"
-        } else {
-            "not release"
-        },
         load()
     );
 
@@ -497,7 +546,14 @@ fn main() {
 
     let load_start = load();
     let spawned = Instant::now();
-    let (mut daemon, addr) = start_daemon(&bin, &host, &dir, &engine.docker_host(), interval);
+    let (mut daemon, addr) = start_daemon(
+        &bin,
+        &host,
+        &dir,
+        &engine.docker_host(),
+        interval,
+        soft_nofile,
+    );
     let pid = daemon.pid();
 
     // Converge: every namespace's three rules, from the kernel's
@@ -524,25 +580,44 @@ fn main() {
     } else {
         let deadline = Instant::now() + conv_timeout;
         let changed = "symroute_reconciles_total{outcome=\"changed\"}";
+        wait_inspects(
+            &engine,
+            count as u64,
+            conv_timeout,
+            "every container inspected",
+        );
         loop {
             let now = Instant::now();
             if metric(&host, addr, changed).is_some_and(|n| n >= count as f64) {
                 break (
                     now,
                     0,
-                    "the daemon's changed reconciles, scraped every 10 ms",
+                    "the daemon's changed reconciles (scraped every 5 ms once the engine answered every inspect)",
                 );
             }
             assert!(now < deadline, "not converged within {conv_timeout:?}");
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
     };
     let first_list = *engine.stats.last_list.lock().expect("stats");
     let converge = (last - spawned).as_secs_f64();
     let from_list = first_list.map_or(0.0, |l| (last - l).as_secs_f64());
     // The daemon's metrics agree, and every namespace has its objects.
+    let follow = Follow {
+        by_metrics: metric(&host, addr, "symroute_resyncs_total").is_some(),
+        containers: count as u64,
+    };
+    if !follow.by_metrics {
+        println!(
+            "  (no symroute_resyncs_total: a daemon from before it; resyncs followed through the engine's requests)"
+        );
+    }
     let resyncs = wait_for(Duration::from_secs(30), "the first resync's end", || {
-        metric(&host, addr, "symroute_resyncs_total").filter(|n| *n >= 1.0)
+        if follow.by_metrics {
+            metric(&host, addr, "symroute_resyncs_total").filter(|n| *n >= 1.0)
+        } else {
+            (engine.stats.inspects.load(Ordering::SeqCst) >= count as u64).then_some(1.0)
+        }
     });
     let changed = metric(
         &host,
@@ -567,7 +642,7 @@ fn main() {
 
     // Resync 1, then idle, then resync 2.
     let timeout = Duration::from_secs(interval + 60);
-    let (mut resyncs, r1) = next_resync(&host, addr, &engine, resyncs, timeout);
+    let (mut resyncs, r1) = next_resync(&host, addr, &engine, resyncs, timeout, follow);
     // The idle window must end before the next resync is due (about one
     // interval after the last one asked for its list).
     for _ in 0..3 {
@@ -581,13 +656,17 @@ fn main() {
             break;
         }
         eprintln!("  (the next resync is due within the idle window: waiting for it first)");
-        resyncs = next_resync(&host, addr, &engine, resyncs, timeout).0;
+        resyncs = next_resync(&host, addr, &engine, resyncs, timeout, follow).0;
     }
     let (t0, q0) = (cpu_ticks(pid), engine.stats.requests());
     std::thread::sleep(Duration::from_secs(idle));
     let (t1, q1) = (cpu_ticks(pid), engine.stats.requests());
-    let in_window = metric(&host, addr, "symroute_resyncs_total").unwrap_or(-1.0) - resyncs;
-    let (_, r2) = next_resync(&host, addr, &engine, resyncs, timeout);
+    let in_window = if follow.by_metrics {
+        metric(&host, addr, "symroute_resyncs_total").unwrap_or(-1.0) - resyncs
+    } else {
+        -1.0
+    };
+    let (_, r2) = next_resync(&host, addr, &engine, resyncs, timeout, follow);
     for (n, r) in [(1, &r1), (2, &r2)] {
         println!(
             "  resync {n}: {:.0} ms ({:.0} us/container; engine asked {} list + {} inspects over {:.0} ms)",
@@ -618,7 +697,7 @@ fn main() {
         limit.get(1).map_or("?", String::as_str)
     );
     println!(
-        "  memory: VmRSS {rss}, VmHWM {hwm}; {} open fds (RLIMIT_NOFILE {limit}, started with soft {SYSTEMD_SOFT_NOFILE}); {threads} threads",
+        "  memory: VmRSS {rss}, VmHWM {hwm}; {} open fds (RLIMIT_NOFILE {limit}, started with soft {soft_nofile}); {threads} threads",
         fds(pid)
     );
     let errors = metric(&host, addr, "symroute_errors_total").unwrap_or(-1.0);
