@@ -424,6 +424,8 @@ struct Resync {
     inspects: u64,
     lists: u64,
     engine_span: f64,
+    /// The daemon's utime+stime over the resync (it is idle before), ticks.
+    cpu: u64,
 }
 
 /// Wait for the next completed resync after `count` (the daemon's
@@ -445,7 +447,9 @@ fn next_resync(
     count: f64,
     timeout: Duration,
     follow: Follow,
+    pid: u32,
 ) -> (f64, Resync) {
+    let cpu0 = cpu_ticks(pid);
     let sum0 = metric(host, addr, "symroute_resync_duration_seconds_sum").unwrap_or(0.0);
     let s = &engine.stats;
     let (i0, l0) = (
@@ -487,6 +491,7 @@ fn next_resync(
             inspects: s.inspects.load(Ordering::SeqCst) - i0,
             lists: s.lists.load(Ordering::SeqCst) - l0,
             engine_span: span,
+            cpu: cpu_ticks(pid) - cpu0,
         },
     )
 }
@@ -601,6 +606,7 @@ fn main() {
     };
     let first_list = *engine.stats.last_list.lock().expect("stats");
     let converge = (last - spawned).as_secs_f64();
+    let converge_cpu = cpu_ticks(pid);
     let from_list = first_list.map_or(0.0, |l| (last - l).as_secs_f64());
     // The daemon's metrics agree, and every namespace has its objects.
     let follow = Follow {
@@ -633,7 +639,7 @@ fn main() {
         counts.iter().map(|c| c.1).max().unwrap_or(0),
     );
     println!(
-        "  converge: all {count} in {:.0} ms from spawning the daemon ({:.0} ms from its first list; {:.0} us/ns); managed {managed}, changed reconciles {changed}; dumps: {bad} namespaces without exactly 3 rules, {rmin}-{rmax} routes each; seen by {how}, {overflows} notification overflows",
+        "  converge: all {count} in {:.0} ms from spawning the daemon ({:.0} ms from its first list; {:.0} us/ns); managed {managed}, changed reconciles {changed}; dumps: {bad} namespaces without exactly 3 rules, {rmin}-{rmax} routes each; seen by {how}, {overflows} notification overflows; daemon CPU {converge_cpu} ticks since its start",
         converge * 1e3,
         from_list * 1e3,
         from_list * 1e6 / count as f64,
@@ -642,7 +648,7 @@ fn main() {
 
     // Resync 1, then idle, then resync 2.
     let timeout = Duration::from_secs(interval + 60);
-    let (mut resyncs, r1) = next_resync(&host, addr, &engine, resyncs, timeout, follow);
+    let (mut resyncs, r1) = next_resync(&host, addr, &engine, resyncs, timeout, follow, pid);
     // The idle window must end before the next resync is due (about one
     // interval after the last one asked for its list).
     for _ in 0..3 {
@@ -656,7 +662,7 @@ fn main() {
             break;
         }
         eprintln!("  (the next resync is due within the idle window: waiting for it first)");
-        resyncs = next_resync(&host, addr, &engine, resyncs, timeout, follow).0;
+        resyncs = next_resync(&host, addr, &engine, resyncs, timeout, follow, pid).0;
     }
     let (t0, q0) = (cpu_ticks(pid), engine.stats.requests());
     std::thread::sleep(Duration::from_secs(idle));
@@ -666,15 +672,16 @@ fn main() {
     } else {
         -1.0
     };
-    let (_, r2) = next_resync(&host, addr, &engine, resyncs, timeout, follow);
+    let (_, r2) = next_resync(&host, addr, &engine, resyncs, timeout, follow, pid);
     for (n, r) in [(1, &r1), (2, &r2)] {
         println!(
-            "  resync {n}: {:.0} ms ({:.0} us/container; engine asked {} list + {} inspects over {:.0} ms)",
+            "  resync {n}: {:.0} ms ({:.0} us/container; engine asked {} list + {} inspects over {:.0} ms); daemon CPU {} ticks",
             r.took * 1e3,
             r.took * 1e6 / count as f64,
             r.lists,
             r.inspects,
-            r.engine_span * 1e3
+            r.engine_span * 1e3,
+            r.cpu
         );
     }
     // SAFETY: sysconf has no preconditions.
