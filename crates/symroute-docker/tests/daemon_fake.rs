@@ -348,6 +348,15 @@ impl Namespaces for FakeNamespaces {
         }
         Err(NsAccessError::NoPath { id: id.to_string() })
     }
+
+    /// As the real one: the first path that exists decides.
+    fn still_at(&self, handle: &FakeHandle, paths: &[String]) -> bool {
+        let map = self.by_path.lock().expect("namespaces");
+        paths
+            .iter()
+            .find_map(|p| map.get(p))
+            .is_some_and(|ns| ns.id == handle.ns.id)
+    }
 }
 
 impl NsHandle for FakeHandle {
@@ -1147,6 +1156,45 @@ async fn a_rule_deleted_by_hand_is_put_back_on_its_notification() {
             "repaired from the cache, no engine call"
         );
         assert_eq!(metric(&m, "symroute_errors_total"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resync_keeps_the_handle_of_an_unchanged_container_and_reopens_a_changed_one() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    let old = FakeNs::new(1, kernel_with(vec![lan_link(), app_link()]));
+    let new = FakeNs::new(2, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/101/ns/net", &old);
+    spaces.add("/proc/201/ns/net", &new);
+    engine.put(web("web1", 101));
+    let mut opts = options();
+    opts.resync_interval = Duration::from_secs(5);
+    let m = Arc::new(Metrics::default());
+    with_daemon(opts, &engine, &spaces, &m, async {
+        until("converged", || !old.tagged().0.is_empty()).await;
+        until("three resyncs", || {
+            metric(&m, "symroute_resyncs_total") >= 3.0
+        })
+        .await;
+        assert_eq!(
+            spaces.opened(),
+            vec!["/proc/101/ns/net".to_string()],
+            "opened once, kept through the resyncs"
+        );
+        assert_eq!(old.handles(), 1);
+        // Restarted while its events were missed: a new namespace.
+        engine.put(web("web1", 201));
+        until("the new one converged by a resync", || {
+            !new.tagged().0.is_empty()
+        })
+        .await;
+        assert_eq!((old.handles(), new.handles()), (0, 1));
+        assert_eq!(
+            metric(&m, "symroute_resync_duration_seconds_count"),
+            metric(&m, "symroute_resyncs_total")
+        );
     })
     .await;
 }

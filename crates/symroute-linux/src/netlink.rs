@@ -40,12 +40,19 @@ impl NetlinkError {
 
 const RECV_BUF: usize = 64 * 1024;
 
+thread_local! {
+    /// The receive buffer of every socket used on this thread (a request is
+    /// received to its end before the next starts), so that a process
+    /// holding many sockets, the daemon with one per managed container,
+    /// does not hold a buffer per socket.
+    static RECV: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// A blocking NETLINK_ROUTE socket. It stays bound to the network namespace
 /// of the thread that created it, whichever thread uses it later.
 pub struct NlSocket {
     sock: Socket,
     seq: u32,
-    buf: Vec<u8>,
 }
 
 impl NlSocket {
@@ -58,11 +65,7 @@ impl NlSocket {
         // Extended acks give the kernel's own message for EINVAL and friends;
         // not every kernel has them, so failure to enable is not fatal.
         let _ = sock.set_ext_ack(true);
-        Ok(NlSocket {
-            sock,
-            seq: 0,
-            buf: vec![0; RECV_BUF],
-        })
+        Ok(NlSocket { sock, seq: 0 })
     }
 
     fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<u32, NetlinkError> {
@@ -79,20 +82,37 @@ impl NlSocket {
     }
 
     /// Receive messages for `seq` until the request is finished, handing every
-    /// inner message to `each`.
+    /// inner message to `each`, into this thread's buffer (taken for the
+    /// time of the request: a nested request would get a fresh one).
     fn receive(
         &mut self,
+        seq: u32,
+        each: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<(), NetlinkError> {
+        let mut buf = RECV.take();
+        if buf.len() < RECV_BUF {
+            buf = vec![0; RECV_BUF];
+        }
+        let r = self.receive_into(&mut buf, seq, each);
+        RECV.set(buf);
+        r
+    }
+
+    fn receive_into(
+        &mut self,
+        buf: &mut [u8],
         seq: u32,
         mut each: impl FnMut(RouteNetlinkMessage),
     ) -> Result<(), NetlinkError> {
         loop {
             let n = self
                 .sock
-                .recv(&mut &mut self.buf[..], 0)
+                .recv(&mut &mut buf[..], 0)
                 .map_err(NetlinkError::Socket)?;
+            let n = n.min(buf.len());
             let mut offset = 0;
             while offset < n {
-                let bytes = &self.buf[offset..n];
+                let bytes = &buf[offset..n];
                 let msg = decode(bytes)?;
                 // The length on the wire (a cleaned copy is shorter).
                 let len = bytes

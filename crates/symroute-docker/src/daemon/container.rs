@@ -189,6 +189,13 @@ impl<N: Namespaces> Daemon<N> {
     /// converged (gone, or another container's namespace already managed).
     fn open(&mut self, info: &ContainerInfo) -> bool {
         let paths = info.netns_paths();
+        // Managed, and its namespace is still the one we hold: keep it.
+        if let Some(m) = self.managed.get_mut(&info.id)
+            && self.namespaces.still_at(&m.handle, &paths)
+        {
+            m.info = info.clone();
+            return true;
+        }
         let handle = match self
             .namespaces
             .open(&paths, &info.id, self.kernel_tx.clone())

@@ -11,7 +11,11 @@
 //! - `symroute_reconciles_total{outcome="changed"|"unchanged"|"error"}`;
 //! - `symroute_errors_total`, `symroute_docker_events_total` counters;
 //! - `symroute_docker_connected` gauge (0 or 1);
-//! - `symroute_event_to_converged_seconds` histogram ([`LATENCY_BUCKETS`]).
+//! - `symroute_event_to_converged_seconds` histogram ([`LATENCY_BUCKETS`]);
+//! - `symroute_resyncs_total` counter (resyncs completed: the engine's list
+//!   and every running container reconciled) and
+//!   `symroute_resync_duration_seconds` histogram ([`RESYNC_BUCKETS`]: from
+//!   asking the engine for the list to the last container applied).
 
 use std::time::Duration;
 
@@ -26,6 +30,9 @@ use prometheus_client::registry::Registry;
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
+
+/// Upper bounds (seconds) of the resync duration histogram.
+pub const RESYNC_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -67,6 +74,8 @@ pub struct Metrics {
     docker_connected: Gauge,
     events: Counter,
     latency: Histogram,
+    resyncs: Counter,
+    resync_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -77,6 +86,8 @@ impl Default for Metrics {
         let docker_connected = Gauge::default();
         let events = Counter::default();
         let latency = Histogram::new(LATENCY_BUCKETS);
+        let resyncs = Counter::default();
+        let resync_duration = Histogram::new(RESYNC_BUCKETS);
         // Every outcome is exposed from the start, at 0.
         for o in Outcome::ALL {
             let _ = reconciles.get_or_create(&o.label());
@@ -113,6 +124,16 @@ impl Default for Metrics {
             "From a Docker event's timestamp to symroute's rules being in the kernel",
             latency.clone(),
         );
+        registry.register(
+            "symroute_resyncs",
+            "Resyncs completed (the engine's list, every running container reconciled)",
+            resyncs.clone(),
+        );
+        registry.register(
+            "symroute_resync_duration_seconds",
+            "From asking the engine for its list to the last container of the resync applied",
+            resync_duration.clone(),
+        );
         Metrics {
             registry,
             managed,
@@ -121,6 +142,8 @@ impl Default for Metrics {
             docker_connected,
             events,
             latency,
+            resyncs,
+            resync_duration,
         }
     }
 }
@@ -150,6 +173,11 @@ impl Metrics {
         self.latency.observe(d.as_secs_f64());
     }
 
+    pub(crate) fn resynced(&self, took: Duration) {
+        self.resyncs.inc();
+        self.resync_duration.observe(took.as_secs_f64());
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -172,6 +200,7 @@ mod tests {
         m.reconcile(Outcome::Unchanged);
         m.latency(Duration::from_millis(3));
         m.latency(Duration::from_millis(30));
+        m.resynced(Duration::from_millis(300));
         let t = m.render();
         for line in [
             "# HELP symroute_containers_managed Containers whose namespace symroute manages.",
@@ -193,6 +222,11 @@ mod tests {
             "symroute_event_to_converged_seconds_bucket{le=\"0.05\"} 2",
             "symroute_event_to_converged_seconds_bucket{le=\"+Inf\"} 2",
             "symroute_event_to_converged_seconds_count 2",
+            "symroute_resyncs_total 1",
+            "# TYPE symroute_resync_duration_seconds histogram",
+            "symroute_resync_duration_seconds_bucket{le=\"0.25\"} 0",
+            "symroute_resync_duration_seconds_bucket{le=\"0.5\"} 1",
+            "symroute_resync_duration_seconds_count 1",
         ] {
             assert!(t.lines().any(|l| l == line), "no line {line:?} in:\n{t}");
         }

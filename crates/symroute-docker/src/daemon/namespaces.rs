@@ -56,6 +56,15 @@ pub trait Namespaces {
         id: &str,
         notify: mpsc::Sender<String>,
     ) -> Result<Self::Handle, NsAccessError>;
+
+    /// Whether the first of `paths` that can be looked up still leads to
+    /// `handle`'s namespace, so that it need not be opened again (a resync
+    /// of a container that did not change keeps its handle and its
+    /// watch). False when unsure: the caller then opens it.
+    fn still_at(&self, handle: &Self::Handle, paths: &[String]) -> bool {
+        let _ = (handle, paths);
+        false
+    }
 }
 
 /// An open namespace.
@@ -136,6 +145,17 @@ impl Namespaces for LinuxNamespaces {
             }
         }
         Err(last.unwrap_or_else(|| NsAccessError::NoPath { id: id.to_string() }))
+    }
+
+    /// One `stat(2)` of the path (following `/proc/PID/ns/net` to the
+    /// namespace's nsfs inode), where opening would take a descriptor, two
+    /// netlink sockets made inside the namespace and a new watch.
+    fn still_at(&self, handle: &LinuxHandle, paths: &[String]) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        paths
+            .iter()
+            .find_map(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| (m.dev(), m.ino()) == handle.id)
     }
 }
 

@@ -16,6 +16,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -46,6 +47,8 @@ pub(crate) enum ResyncMsg {
     Failed(DockerError),
     Done {
         count: usize,
+        /// When the task started (before asking for the list).
+        started: Instant,
     },
 }
 
@@ -67,6 +70,7 @@ pub(crate) fn start<A: EngineApi>(api: &A, clock: Arc<AtomicU64>) -> Resync {
     let (tx, rx) = mpsc::channel(AHEAD);
     let api = api.clone();
     let task = tokio::spawn(async move {
+        let started = Instant::now();
         let at = clock.load(Ordering::SeqCst);
         let ids = match api.running().await {
             Ok(ids) => ids,
@@ -97,7 +101,7 @@ pub(crate) fn start<A: EngineApi>(api: &A, clock: Arc<AtomicU64>) -> Resync {
                 return;
             }
         }
-        let _ = tx.send(ResyncMsg::Done { count }).await;
+        let _ = tx.send(ResyncMsg::Done { count, started }).await;
     });
     Resync { task, rx }
 }
@@ -143,8 +147,16 @@ impl<N: Namespaces> Daemon<N> {
                 }
                 true
             }
-            ResyncMsg::Done { count } => {
-                debug!(running = count, managed = self.managed.len(), "resynced");
+            ResyncMsg::Done { count, started } => {
+                let took = started.elapsed();
+                self.metrics.resynced(took);
+                let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+                debug!(
+                    running = count,
+                    managed = self.managed.len(),
+                    took_ms,
+                    "resynced"
+                );
                 false
             }
         }

@@ -5,14 +5,19 @@
 //! netlink socket per namespace, subscribed to those groups, read through
 //! tokio's reactor: no polling.
 //!
+//! One receive buffer serves every namespace's watch on a thread (the reads
+//! never wait in between), so a managed namespace costs its socket and a
+//! small task, not a buffer of its own.
+//!
 //! The daemon's own adds come back as notifications too; they are the one
 //! kind ignored ([`relevant`]: a new rule or route carrying symroute's
 //! protocol), so applying never triggers another apply. Its own deletes do
 //! come back, and cost one converge that finds nothing to do.
 
+use std::cell::RefCell;
 use std::io;
 
-use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
@@ -130,12 +135,26 @@ pub fn relevant(buf: &[u8], protocol: u8) -> bool {
     false
 }
 
+/// [`GROUPS`] as `bind(2)`'s group mask (group `g` is bit `g - 1`; all of
+/// them are below 32).
+pub const GROUP_MASK: u32 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < GROUPS.len() {
+        mask |= 1 << (GROUPS[i] - 1);
+        i += 1;
+    }
+    mask
+};
+
+/// The groups are joined by the one `bind(2)`, not one `NETLINK_ADD_MEMBERSHIP`
+/// each: the kernel recomputes its listener masks over every subscribed
+/// netlink socket of the machine (all namespaces) at each join, so with a
+/// thousand managed namespaces seven joins per socket cost seven passes
+/// over a thousand sockets.
 fn subscribed_socket() -> io::Result<Socket> {
     let mut sock = Socket::new(NETLINK_ROUTE)?;
-    sock.bind_auto()?;
-    for g in GROUPS {
-        sock.add_membership(g)?;
-    }
+    sock.bind(&SocketAddr::new(0, GROUP_MASK))?;
     sock.set_non_blocking(true)?;
     Ok(sock)
 }
@@ -158,30 +177,49 @@ pub fn open(netns: &Netns) -> Result<AsyncFd<Socket>, NetnsError> {
     })
 }
 
+/// The receive buffer: netlink notifications are one message per
+/// datagram, a few hundred bytes each (a link's is the largest, a few KiB).
+const RECV_BUF: usize = 64 * 1024;
+
+thread_local! {
+    /// The receive buffer of every watch running on this thread.
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Read everything `sock` has ready into `buf`: whether any of it may call
+/// for a converge, and whether the socket is still usable.
+fn drain(sock: &Socket, buf: &mut Vec<u8>, protocol: u8) -> (bool, bool) {
+    if buf.len() < RECV_BUF {
+        buf.resize(RECV_BUF, 0);
+    }
+    let mut got = false;
+    loop {
+        match sock.recv(&mut &mut buf[..], 0) {
+            Ok(n) => got |= relevant(&buf[..n.min(buf.len())], protocol),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (got, true),
+            // The kernel dropped notifications (ENOBUFS): state changed,
+            // which is all we need to know.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => got = true,
+            Err(_) => return (got, false),
+        }
+    }
+}
+
 /// Send `id` on `tx` after every burst of notifications that may call for a
 /// converge ([`relevant`] to a writer tagging with `protocol`), until the
 /// socket fails or the receiver is gone. Abort the task to stop watching
 /// (dropping the socket releases the namespace).
 pub async fn watch(fd: AsyncFd<Socket>, id: String, protocol: u8, tx: mpsc::Sender<String>) {
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let Ok(mut guard) = fd.readable().await else {
             return;
         };
-        let mut got = false;
-        loop {
-            match guard.get_inner().recv(&mut &mut buf[..], 0) {
-                Ok(n) => got |= relevant(&buf[..n.min(buf.len())], protocol),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    guard.clear_ready();
-                    break;
-                }
-                // The kernel dropped notifications (ENOBUFS): state changed,
-                // which is all we need to know.
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => got = true,
-                Err(_) => return,
-            }
+        // No await while the buffer is borrowed: one borrow at a time.
+        let (got, usable) = BUF.with_borrow_mut(|buf| drain(guard.get_inner(), buf, protocol));
+        if !usable {
+            return;
         }
+        guard.clear_ready();
         if got && tx.send(id.clone()).await.is_err() {
             return;
         }
@@ -246,6 +284,17 @@ mod tests {
         assert!(relevant(&msg(20, &[0; 8]), OURS));
         // NLMSG_NOOP / NLMSG_DONE do not.
         assert!(!relevant(&msg(1, &[]), OURS));
+    }
+
+    #[test]
+    fn the_bind_mask_has_exactly_the_groups() {
+        // RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV4_RULE
+        // | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE, and RTNLGRP_IPV6_RULE (19).
+        assert_eq!(
+            GROUP_MASK,
+            0x1 | 0x10 | 0x40 | 0x80 | 0x100 | 0x400 | (1 << 18)
+        );
+        assert!(GROUPS.iter().all(|g| (1..=32).contains(g)));
     }
 
     #[test]

@@ -1,7 +1,16 @@
 //! `symroute daemon`: watch Docker and keep every multi-homed container
 //! symmetric, until SIGTERM or SIGINT.
+//!
+//! At start the soft limit on open files is raised to the hard one: each
+//! managed container holds [`FDS_PER_CONTAINER`] descriptors for as long as
+//! it runs, and the soft limit a service usually starts with (1024, systemd's
+//! default, kept that low for programs that use `select(2)`, which nothing
+//! here does: tokio uses epoll) would stop the daemon at about 340
+//! containers. systemd's default hard limit (524288) is far above what any
+//! host runs; `LimitNOFILE=` in the unit changes both.
 
 use anyhow::Result;
+use tracing::{info, warn};
 
 use super::{EXIT_OK, runtime, settings};
 use crate::cli::{DaemonArgs, LogFormat, SettingsArgs};
@@ -10,6 +19,15 @@ use symroute_docker::daemon::{self, DaemonOptions};
 pub fn run(global: &SettingsArgs, a: DaemonArgs) -> Result<u8> {
     let settings = settings(global)?;
     init_logging(a.log_format);
+    match raise_nofile_limit() {
+        Ok((soft, hard)) => info!(
+            soft,
+            hard,
+            containers = soft / FDS_PER_CONTAINER,
+            "open file limit (about {FDS_PER_CONTAINER} per managed container)"
+        ),
+        Err(e) => warn!(error = %e, "cannot read or raise the open file limit"),
+    }
     let opts = DaemonOptions {
         docker_host: a.docker.docker_host,
         resync_interval: a.resync_interval,
@@ -37,6 +55,35 @@ pub fn run(global: &SettingsArgs, a: DaemonArgs) -> Result<u8> {
         daemon::run(opts, shutdown).await
     })?;
     Ok(EXIT_OK)
+}
+
+/// Descriptors one managed container holds: its namespace file, a netlink
+/// socket for changes and one for notifications.
+pub const FDS_PER_CONTAINER: u64 = 3;
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit; the limits after.
+fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct; raising the soft limit up to
+        // the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        lim = raised;
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 fn init_logging(format: LogFormat) {
