@@ -434,3 +434,56 @@ fn route_delete_without_a_metric_takes_the_lowest_metric_match_in_kernel_and_fak
         }
     }
 }
+
+/// A container gives its loopback hundreds of 127-byte altnames: its link
+/// message outgrows what the kernel puts in a default link dump, which
+/// then ended there silently (NLMSG_DONE, no error) and every interface
+/// after it looked gone, so apply "cleaned up" all of symroute's objects
+/// and exited 0. The snapshot must list every interface, and a second
+/// apply change nothing.
+#[test]
+fn a_link_with_hundreds_of_altnames_hides_no_interface() {
+    let lab = seed(false);
+    let opts = options(&[]);
+    let first = engine::apply(&mut kernel(&lab.ctr), &opts).unwrap_or_else(|e| panic!("{e}"));
+    let (rules, routes) = owned(&lab.ctr);
+    assert_eq!(rules.len(), 2, "{:#?}", first.plan);
+
+    let batch = common::scratch_dir("altnames").join("batch");
+    let lines: String = (0..600)
+        .map(|i| {
+            format!(
+                "link property add dev lo altname {i:04}{}\n",
+                "a".repeat(123)
+            )
+        })
+        .collect();
+    std::fs::write(&batch, lines).expect("write the batch");
+    // -force: go on past the kernel's refusal once the list is full.
+    let _ = lab
+        .ctr
+        .command("ip")
+        .args(["-force", "-batch"])
+        .arg(&batch)
+        .output()
+        .expect("run ip -batch");
+    let shown = ok(lab.ctr.run_cmd("ip", ["-o", "link", "show", "dev", "lo"]));
+    assert!(
+        shown.matches("altname").count() >= 400,
+        "lo has {} altnames",
+        shown.matches("altname").count()
+    );
+
+    let snap = kernel(&lab.ctr)
+        .snapshot()
+        .unwrap_or_else(|e| panic!("{e}"));
+    for name in ["lo", "eth0", "eth1"] {
+        assert!(
+            snap.link_by_name(name).is_some(),
+            "{name} missing from the snapshot"
+        );
+    }
+    let again = engine::apply(&mut kernel(&lab.ctr), &opts).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.ops, Vec::<Op>::new());
+    assert_eq!(owned(&lab.ctr), (rules, routes));
+}

@@ -11,7 +11,7 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope},
-    link::{LinkAttribute, LinkFlags, LinkMessage},
+    link::{LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage},
     route::{
         RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope,
         RouteType,
@@ -273,7 +273,48 @@ impl NetlinkKernel {
     }
 }
 
+/// How many times [`Kernel::snapshot`] reads links and addresses again when
+/// they disagree.
+const SNAPSHOT_TRIES: usize = 3;
+
 impl NetlinkKernel {
+    /// Links with their addresses into `snap`; returns the index of a link
+    /// an address names that the link dump did not list (0: none).
+    fn dump_links_addrs(&mut self, snap: &mut Snapshot) -> Result<u32, KernelError> {
+        // Without an extension mask the kernel sizes a link dump's buffer
+        // for small messages and ends the dump early, silently, at a link
+        // whose message does not fit (one with hundreds of altnames); with
+        // one it sends every link. Statistics are not needed.
+        let mut get = LinkMessage::default();
+        get.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        for m in self
+            .sock
+            .dump(RouteNetlinkMessage::GetLink(get))
+            .map_err(|e| Self::dump_err("links", e))?
+        {
+            if let RouteNetlinkMessage::NewLink(l) = m {
+                snap.links.push(parse_link(&l));
+            }
+        }
+        let mut missing = 0;
+        for m in self
+            .sock
+            .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))
+            .map_err(|e| Self::dump_err("addresses", e))?
+        {
+            if let RouteNetlinkMessage::NewAddress(a) = m
+                && let Some((index, addr)) = parse_addr(&a)
+            {
+                match snap.links.iter_mut().find(|l| l.index == index) {
+                    Some(link) => link.addrs.push(addr),
+                    None => missing = index,
+                }
+            }
+        }
+        Ok(missing)
+    }
+
     /// Only the rules and routes of the namespace, no links or addresses:
     /// two dumps instead of four, for callers that know the rest already.
     pub fn rules_and_routes(&mut self) -> Result<Snapshot, KernelError> {
@@ -313,30 +354,26 @@ impl NetlinkKernel {
 
 impl Kernel for NetlinkKernel {
     fn snapshot(&mut self) -> Result<Snapshot, KernelError> {
-        let mut snap = Snapshot::default();
-        for m in self
-            .sock
-            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
-            .map_err(|e| Self::dump_err("links", e))?
-        {
-            if let RouteNetlinkMessage::NewLink(l) = m {
-                snap.links.push(parse_link(&l));
+        // Links and addresses come from two dumps: an address of a link the
+        // first did not list is a link made in between (asked again) or a
+        // link dump that ended early (never planned on: an interface
+        // missing from the snapshot would look gone, and its objects stale).
+        let mut missing = 0;
+        for _ in 0..SNAPSHOT_TRIES {
+            let mut snap = Snapshot::default();
+            missing = self.dump_links_addrs(&mut snap)?;
+            if missing == 0 {
+                self.dump_rules_routes(&mut snap)?;
+                return Ok(snap);
             }
         }
-        for m in self
-            .sock
-            .dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))
-            .map_err(|e| Self::dump_err("addresses", e))?
-        {
-            if let RouteNetlinkMessage::NewAddress(a) = m
-                && let Some((index, addr)) = parse_addr(&a)
-                && let Some(link) = snap.links.iter_mut().find(|l| l.index == index)
-            {
-                link.addrs.push(addr);
-            }
-        }
-        self.dump_rules_routes(&mut snap)?;
-        Ok(snap)
+        Err(KernelError {
+            what: "dump links".into(),
+            source: Cause::Transport(format!(
+                "addresses name interface {missing}, which the link dump did not list \
+                 ({SNAPSHOT_TRIES} tries)"
+            )),
+        })
     }
 
     fn execute(&mut self, op: &Op) -> Result<(), KernelError> {

@@ -26,7 +26,21 @@ pub enum NetlinkError {
     /// The kernel sent something we could not decode.
     #[error("netlink decode: {0}")]
     Decode(String),
+    /// The namespace changed while the kernel was dumping it, every time
+    /// it was asked (`NLM_F_DUMP_INTR`: the dump may be inconsistent).
+    #[error("the dump was interrupted by changes {DUMP_TRIES} times in a row")]
+    Interrupted,
 }
+
+/// How many times a dump is asked for again when the kernel marks it
+/// interrupted.
+const DUMP_TRIES: usize = 3;
+/// linux/netlink.h: the dump is inconsistent (the object list changed).
+const NLM_F_DUMP_INTR: u16 = 0x10;
+/// The largest datagram symroute reads. The kernel sizes link messages by
+/// what the link carries (a container can give a link hundreds of
+/// altnames); anything larger than this is refused, not truncated.
+const MAX_DATAGRAM: usize = 4 << 20;
 
 impl NetlinkError {
     /// The kernel's errno, when the kernel refused the request.
@@ -94,17 +108,36 @@ impl NlSocket {
             buf = vec![0; RECV_BUF];
         }
         let r = self.receive_into(&mut buf, seq, each);
+        // A buffer grown for one huge message is not kept.
+        buf.truncate(RECV_BUF);
+        buf.shrink_to(RECV_BUF);
         RECV.set(buf);
         r
     }
 
     fn receive_into(
         &mut self,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
         seq: u32,
         mut each: impl FnMut(RouteNetlinkMessage),
     ) -> Result<(), NetlinkError> {
+        let mut interrupted = false;
         loop {
+            // The datagram's real size first: a message larger than the
+            // buffer would otherwise be cut, and a dump end early unnoticed.
+            let mut none: &mut [u8] = &mut [];
+            let size = self
+                .sock
+                .recv(&mut none, libc::MSG_PEEK | libc::MSG_TRUNC)
+                .map_err(NetlinkError::Socket)?;
+            if size > buf.len() {
+                if size > MAX_DATAGRAM {
+                    return Err(NetlinkError::Decode(format!(
+                        "a netlink datagram of {size} bytes (more than {MAX_DATAGRAM})"
+                    )));
+                }
+                buf.resize(size, 0);
+            }
             let n = self
                 .sock
                 .recv(&mut &mut buf[..], 0)
@@ -126,7 +159,15 @@ impl NlSocket {
                 if msg.header.sequence_number != seq {
                     continue; // a late answer to an earlier request
                 }
+                interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
                 match msg.payload {
+                    // A dump's end can carry an error of its own.
+                    NetlinkPayload::Done(d) if d.code < 0 => {
+                        return Err(NetlinkError::Kernel(io::Error::from_raw_os_error(-d.code)));
+                    }
+                    NetlinkPayload::Done(_) if interrupted => {
+                        return Err(NetlinkError::Interrupted);
+                    }
                     NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => {
                         return match e.code {
@@ -155,8 +196,23 @@ impl NlSocket {
         self.receive(seq, |_| {})
     }
 
-    /// Send a dump request and collect every answer.
+    /// Send a dump request and collect every answer. A dump the kernel
+    /// marks interrupted (the list changed under it) is asked for again, up
+    /// to [`DUMP_TRIES`] times.
     pub fn dump(
+        &mut self,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        for _ in 1..DUMP_TRIES {
+            match self.dump_once(msg.clone()) {
+                Err(NetlinkError::Interrupted) => {}
+                other => return other,
+            }
+        }
+        self.dump_once(msg)
+    }
+
+    fn dump_once(
         &mut self,
         msg: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
