@@ -107,18 +107,27 @@ impl Scope {
     /// the selection DEL and GC hand to [`symroute_core::engine::clean_in`]
     /// (which orders the deletions and drops any that could not be exact).
     pub fn select(&self, own: &Ownership, snap: &Snapshot) -> Vec<Op> {
+        // The container controls its namespace: it can rename links and move
+        // addresses between them. So the link's current addresses count only
+        // when it is still the link ADD recorded (same index), and a rule
+        // counts only when it looks up the table ADD recorded: another
+        // attachment's rules and table are never selected, whatever was
+        // renamed or moved.
         let mut addrs: BTreeSet<IpAddr> = self.addrs.iter().copied().collect();
-        if let Some(l) = snap.link_by_name(&self.ifname) {
+        if let Some(l) = snap.link_by_name(&self.ifname)
+            && self.link.is_none_or(|i| i == l.index)
+        {
             addrs.extend(l.global_addrs().map(symroute_core::model::IfAddr::addr));
         }
         let rules: Vec<_> = own
             .rules
             .iter()
             .filter(|r| {
-                r.src.is_some_and(|s| {
-                    s.prefix_len() == Family::of(&s.addr()).host_prefix()
-                        && addrs.contains(&s.addr())
-                })
+                self.table.is_none_or(|t| r.table == t)
+                    && r.src.is_some_and(|s| {
+                        s.prefix_len() == Family::of(&s.addr()).host_prefix()
+                            && addrs.contains(&s.addr())
+                    })
             })
             .cloned()
             .collect();

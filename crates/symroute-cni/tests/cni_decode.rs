@@ -426,3 +426,58 @@ fn fuzz_corpus_seeds() {
     }
     assert!(seen >= 10, "corpus has {seen} seeds");
 }
+
+/// A container renames its links (net1 <-> net2) or moves net2's address
+/// onto net1 before the runtime deletes net1: net1's DEL, scoped by its
+/// record (link index 3, its address, its table), still removes net1's
+/// objects only, never net2's rule or table.
+#[test]
+fn a_renamed_link_or_a_moved_address_never_pulls_in_another_attachment() {
+    let (snap, settings) = snapshot_with_two_attachments();
+    let table_of = |a: &str| {
+        snap.rules
+            .iter()
+            .find(|r| r.src == Some(net(a)))
+            .expect("rule")
+            .table
+    };
+    let (t1, t2) = (table_of("203.0.113.50/32"), table_of("203.0.113.51/32"));
+    assert_ne!(t1, t2);
+    let recorded = Scope {
+        link: Some(3),
+        addrs: vec![ip("203.0.113.50")],
+        table: Some(t1),
+        ..net1_scope()
+    };
+    let only_net1 = |ops: &[Op]| {
+        assert!(!ops.is_empty());
+        for o in ops {
+            match o {
+                Op::DelRule(r) => assert_eq!((r.src, r.table), (Some(net("203.0.113.50/32")), t1)),
+                Op::DelRoute(r) => assert_eq!(r.table, t1, "{o:?}"),
+                _ => unreachable!(),
+            }
+        }
+    };
+    // Renamed: the link now called net1 is net2's (index 4).
+    let mut renamed = snap.clone();
+    for l in &mut renamed.links {
+        l.name = match l.name.as_str() {
+            "net1" => "net2".into(),
+            "net2" => "net1".into(),
+            other => other.into(),
+        };
+    }
+    only_net1(&teardown(&renamed, &settings, &recorded));
+    // Moved: net2's address put on net1 as well.
+    let mut moved = snap.clone();
+    let extra = moved.link_by_name("net2").expect("net2").addrs[0].clone();
+    moved
+        .links
+        .iter_mut()
+        .find(|l| l.name == "net1")
+        .expect("net1")
+        .addrs
+        .push(extra);
+    only_net1(&teardown(&moved, &settings, &recorded));
+}
