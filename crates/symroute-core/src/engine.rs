@@ -178,7 +178,9 @@ impl Scope {
             Finding::Rule { rule, .. } => {
                 self.only.is_none() || rule.src.is_some_and(|_| self.rule(rule))
             }
-            Finding::Route { route, .. } => self.route(route),
+            Finding::Route { route, .. } | Finding::AmbiguousRouteDelete { ours: route, .. } => {
+                self.route(route)
+            }
             Finding::AmbiguousDelete { ours, .. } | Finding::Shadowed { ours, .. } => {
                 self.rule(ours)
             }

@@ -27,6 +27,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -120,6 +121,9 @@ pub enum Finding {
     /// symroute would delete `ours`, but the delete message would match
     /// `other` as well: not sent.
     AmbiguousDelete { ours: Rule, other: Rule },
+    /// symroute would delete route `ours`, but the delete message could
+    /// match route `other` (a finding) instead: not sent.
+    AmbiguousRouteDelete { ours: Route, other: Route },
     /// Another rule is consulted before `ours` for traffic from its source
     /// (a lower priority number, or the same priority earlier in the list),
     /// so `ours` decides nothing.
@@ -164,6 +168,12 @@ impl fmt::Display for Finding {
                 "rule {} was not deleted: the delete would also match rule {} (the kernel matches only the attributes sent)",
                 render::rule_show(ours),
                 render::rule_show(other)
+            ),
+            Finding::AmbiguousRouteDelete { ours, other } => write!(
+                f,
+                "route {} was not deleted: the delete could match route {} instead (the kernel matches only the attributes sent, a metric of 0 any metric, and a multipath route by its first hop)",
+                render::route_args(ours, None),
+                render::route_args(other, None)
             ),
             Finding::Shadowed { ours, by } => write!(
                 f,
@@ -285,7 +295,35 @@ fn delete_also_matches(ours: &Rule, other: &Rule) -> bool {
         && other.src == ours.src
 }
 
+/// Could the kernel take `other` for a delete of route `ours`? The delete
+/// names table, prefix, protocol, device, gateway and metric; the kernel
+/// reads a metric of 0 as any (IPv4's `fib_table_delete`, IPv6's
+/// `ip6_route_del`), and compares a multipath route's first hop (IPv4) or
+/// each of its sibling hops (IPv6). IPv4 also matches type and scope, which
+/// this leaves out, so it errs on the side of not sending.
+fn route_delete_could_match(ours: &Route, other: &Route) -> bool {
+    let hop_matches = |oif: u32, gateway: Option<IpAddr>| {
+        (ours.oif == 0 || oif == ours.oif) && (ours.gateway.is_none() || gateway == ours.gateway)
+    };
+    let hops = std::iter::once((other.oif, other.gateway))
+        .chain(other.multipath.iter().map(|h| (h.oif, h.gateway)));
+    other != ours
+        && other.table == ours.table
+        && other.dst == ours.dst
+        && other.protocol == ours.protocol
+        && (ours.metric == 0 || other.metric == ours.metric)
+        && hops.into_iter().any(|(oif, gw)| hop_matches(oif, gw))
+}
+
 impl Ownership {
+    /// The finding route a delete of `ours` could match instead, if any.
+    pub fn ambiguous_route_delete(&self, ours: &Route) -> Option<&Route> {
+        self.findings.iter().find_map(|f| match f {
+            Finding::Route { route, .. } if route_delete_could_match(ours, route) => Some(route),
+            _ => None,
+        })
+    }
+
     /// The finding rule a delete of `ours` would also match, if any.
     pub fn ambiguous_delete(&self, ours: &Rule) -> Option<&Rule> {
         self.findings.iter().find_map(|f| match f {
@@ -300,14 +338,26 @@ impl Ownership {
         let mut kept = Vec::with_capacity(ops.len());
         let mut findings = Vec::new();
         for op in ops {
-            if let crate::diff::Op::DelRule(r) = &op
-                && let Some(other) = self.ambiguous_delete(r)
-            {
-                findings.push(Finding::AmbiguousDelete {
-                    ours: r.clone(),
-                    other: other.clone(),
-                });
-                continue;
+            match &op {
+                crate::diff::Op::DelRule(r) => {
+                    if let Some(other) = self.ambiguous_delete(r) {
+                        findings.push(Finding::AmbiguousDelete {
+                            ours: r.clone(),
+                            other: other.clone(),
+                        });
+                        continue;
+                    }
+                }
+                crate::diff::Op::DelRoute(r) => {
+                    if let Some(other) = self.ambiguous_route_delete(r) {
+                        findings.push(Finding::AmbiguousRouteDelete {
+                            ours: r.clone(),
+                            other: other.clone(),
+                        });
+                        continue;
+                    }
+                }
+                _ => {}
             }
             kept.push(op);
         }

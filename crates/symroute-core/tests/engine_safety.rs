@@ -12,7 +12,9 @@ use proptest::test_runner::Config;
 use symroute_core::diff::Op;
 use symroute_core::engine::{self, ApplyOptions, EngineError};
 use symroute_core::kernel::{Kernel, KernelError, RouteAnswer, RouteQuery};
-use symroute_core::model::{Protocol, RT_TABLE_MAIN, Route, RouteType, Rule, Scope, Snapshot};
+use symroute_core::model::{
+    NextHop, Protocol, RT_TABLE_MAIN, Route, RouteType, Rule, Scope, Snapshot,
+};
 use symroute_core::ownership::Finding;
 use symroute_core::plan::{
     GatewayHint, OnlyInterface, PlanError, PlanRequest, RouteHint, Selection, plan,
@@ -527,6 +529,55 @@ fn an_iif_rule_with_our_rules_identity_blocks_its_delete() {
         other: twin.clone()
     }));
     assert!(!c.removed.contains(&Op::DelRule(ours)));
+}
+
+#[test]
+fn a_tagged_multipath_route_sharing_our_first_hop_blocks_our_route_delete() {
+    // Our default in 10001 (metric 0) and a tagged multipath default there
+    // whose first hop is ours: a delete of ours sent after ours vanished
+    // would take the multipath one (metric 0 is "any"); it is not sent.
+    let mut k = seed();
+    let o = opts(vec![gw_hint("eth1", "172.19.0.1")]);
+    engine::apply(&mut k, &o).unwrap();
+    let ours = k
+        .state
+        .routes
+        .iter()
+        .find(|r| r.protocol == TAG && r.gateway.is_some())
+        .cloned()
+        .expect("our default route");
+    let multipath = Route {
+        oif: 0,
+        gateway: None,
+        metric: 10,
+        multipath: vec![
+            NextHop {
+                oif: ours.oif,
+                gateway: ours.gateway,
+            },
+            NextHop {
+                oif: 2,
+                gateway: None,
+            },
+        ],
+        ..ours.clone()
+    };
+    k.state.routes.push(multipath.clone());
+    // The fake, like the kernel, lets a delete of ours take the multipath
+    // route once ours is gone.
+    let mut gone = k.clone();
+    gone.state.routes.retain(|r| *r != ours);
+    gone.execute(&Op::DelRoute(ours.clone()))
+        .expect("the kernel would take it");
+    assert!(!gone.state.routes.contains(&multipath));
+    // The engine does not send it.
+    let c = engine::clean(&mut k, &Settings::default()).unwrap();
+    assert!(k.state.routes.contains(&multipath) && k.state.routes.contains(&ours));
+    assert!(c.findings.contains(&Finding::AmbiguousRouteDelete {
+        ours: ours.clone(),
+        other: multipath
+    }));
+    assert!(!c.removed.contains(&Op::DelRoute(ours)));
 }
 
 // ------------------------------------------------------- shadowing (case 11)

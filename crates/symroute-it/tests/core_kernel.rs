@@ -15,6 +15,7 @@ use symroute_core::diff::Op;
 use symroute_core::engine::{self, ApplyOptions, EngineError};
 use symroute_core::kernel::{Kernel, KernelError, RouteAnswer, RouteQuery};
 use symroute_core::model::{Family, Route, RouteType, Scope, Snapshot};
+use symroute_core::ownership::{Finding, Space};
 use symroute_core::plan::{GatewayHint, PlanRequest};
 use symroute_core::settings::Settings;
 use symroute_linux::kernel::NetlinkKernel;
@@ -486,4 +487,90 @@ fn a_link_with_hundreds_of_altnames_hides_no_interface() {
     let again = engine::apply(&mut kernel(&lab.ctr), &opts).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.ops, Vec::<Op>::new());
     assert_eq!(owned(&lab.ctr), (rules, routes));
+}
+
+/// A route delete names a metric of 0, which the kernel reads as "any", and
+/// compares a multipath route by its first hop: when symroute's default
+/// route is gone by the time its delete is sent (the container removed it
+/// after symroute read the namespace), the delete would take a tagged
+/// multipath route that symroute reports as "left alone". The engine does
+/// not send such a delete; it reports it.
+#[test]
+fn a_route_delete_that_could_take_a_left_alone_multipath_route_is_not_sent() {
+    let lab = seed(false);
+    engine::apply(&mut kernel(&lab.ctr), &options(&[])).unwrap_or_else(|e| panic!("{e}"));
+    let (_, routes) = owned(&lab.ctr);
+    let ours = routes
+        .iter()
+        .find(|r| r.gateway.is_some())
+        .unwrap_or_else(|| panic!("a default route of ours: {routes:#?}"));
+    let other_oif = routes
+        .iter()
+        .map(|r| r.oif)
+        .find(|&o| o != ours.oif)
+        .expect("a second interface");
+    let name = |i: u32| {
+        kernel(&lab.ctr)
+            .snapshot()
+            .expect("snapshot")
+            .link(i)
+            .expect("link")
+            .name
+            .clone()
+    };
+    let (dev, dev2) = (name(ours.oif), name(other_oif));
+    let gw = ours.gateway.expect("gw");
+    // Tagged, in our table, first hop the same as our route's: a finding.
+    ip_cmd(
+        &lab.ctr,
+        &format!(
+            "route add default table {} proto 115 metric 10 nexthop via {gw} dev {dev} nexthop dev {dev2}",
+            ours.table
+        ),
+    );
+    let multipath = |ns: &Ns| {
+        kernel(ns)
+            .snapshot()
+            .expect("snapshot")
+            .routes
+            .into_iter()
+            .filter(|r| r.table == ours.table && !r.multipath.is_empty())
+            .count()
+    };
+    assert_eq!(multipath(&lab.ctr), 1);
+
+    let mut k = kernel(&lab.ctr);
+    let before = k.snapshot().expect("snapshot");
+    // The container removes symroute's default after that read.
+    ip_cmd(
+        &lab.ctr,
+        &format!(
+            "route del default via {gw} dev {dev} table {} proto 115 metric 0",
+            ours.table
+        ),
+    );
+    assert_eq!(
+        multipath(&lab.ctr),
+        1,
+        "ip's own delete took our route, not the multipath one"
+    );
+    let rep = engine::clean_in(
+        &mut k,
+        before,
+        &Space::of(&Settings::default()),
+        engine::every_object,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        multipath(&lab.ctr),
+        1,
+        "the left-alone multipath route was deleted"
+    );
+    assert!(
+        rep.findings
+            .iter()
+            .any(|f| matches!(f, Finding::AmbiguousRouteDelete { ours: o, .. } if o == ours)),
+        "{:#?}",
+        rep.findings
+    );
 }

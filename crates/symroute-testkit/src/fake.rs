@@ -26,8 +26,9 @@
 //!   same key (table, prefix, metric) exists. What is stored is what the
 //!   message carries: unicast, scope link or universe (IPv6: universe), no
 //!   multipath, IPv6 metric 0 read back as 1024.
-//! - `DelRoute` removes the lowest-metric route matching table, prefix, and metric,
-//!   protocol, device and gateway when given; for IPv4 also the route type
+//! - `DelRoute` removes the lowest-metric route matching table, prefix, and
+//!   metric, protocol, device and gateway when given (a multipath route by its
+//!   first hop, IPv6's by any of its hops); for IPv4 also the route type
 //!   (the message's is unicast: a blackhole or unreachable route seeded into
 //!   `state` never matches), the scope and the preferred source when given,
 //!   as `fib_table_delete()` does; IPv6 ignores the type, as
@@ -471,12 +472,25 @@ fn add_route(state: &mut Snapshot, r: &Route) -> Result<(), i32> {
 /// `fib_table_delete()` / `ip6_route_del()` for what symroute's delete message
 /// carries.
 fn route_matches_delete(existing: &Route, del: &Route) -> bool {
+    // A multipath route is compared by its first hop (IPv4's
+    // `fib_nh_match`) or by each of its sibling hops (IPv6).
+    let hops: Vec<(u32, Option<std::net::IpAddr>)> = if existing.multipath.is_empty() {
+        vec![(existing.oif, existing.gateway)]
+    } else {
+        let all = existing.multipath.iter().map(|h| (h.oif, h.gateway));
+        match del.family() {
+            Family::V4 => all.take(1).collect(),
+            Family::V6 => all.collect(),
+        }
+    };
+    let hop = hops.iter().any(|&(oif, gateway)| {
+        (del.oif == 0 || oif == del.oif) && (del.gateway.is_none() || gateway == del.gateway)
+    });
     let basic = existing.table == del.table
         && existing.dst == del.dst
         && (del.metric == 0 || existing.metric == del.metric)
         && (del.protocol == 0 || existing.protocol == del.protocol)
-        && (del.oif == 0 || existing.oif == del.oif)
-        && (del.gateway.is_none() || existing.gateway == del.gateway);
+        && hop;
     match del.family() {
         Family::V6 => basic,
         Family::V4 => {
