@@ -64,7 +64,12 @@ pub enum EngineError {
         route: Box<Route>,
     },
     /// Some removals failed; the rest were carried out.
-    #[error("clean: {}", .errors.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error(
+        "clean: {} removed, {} not: {}",
+        .removed.len(),
+        .errors.len(),
+        .errors.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
     Clean {
         /// The removals that were carried out.
         removed: Vec<Op>,
