@@ -381,7 +381,7 @@ fn apply_reads_back_exactly_the_plan() {
 
 /// The fake kernel's route delete (symroute-testkit's `FakeKernel`, used by
 /// every pure engine suite) against the kernel's: a delete whose metric is
-/// 0 (not sent) takes the lowest-metric route that matches, whatever order
+/// 0 (sent, and read by the kernel as unset) takes the lowest-metric route that matches, whatever order
 /// the routes were added in; sent again, it takes the next one.
 #[test]
 fn route_delete_without_a_metric_takes_the_lowest_metric_match_in_kernel_and_fake() {
