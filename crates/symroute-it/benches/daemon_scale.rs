@@ -27,6 +27,12 @@
 //!   resync: the growth of the daemon's utime+stime (/proc/PID/stat);
 //! - VmRSS, VmHWM, open descriptors and its RLIMIT_NOFILE with all N managed.
 //!
+//! Options: `--count N`, `--interval S` (the daemon's resync interval),
+//! `--idle S`, `--kernel-watch`, `--soft-nofile N` (the soft RLIMIT_NOFILE
+//! the daemon starts with, default 1024); `SYMROUTE_BIN=PATH` runs another
+//! build (one from before `symroute_resyncs_total` is followed through the
+//! fake engine's requests instead).
+//!
 //! Figures are printed, not asserted. Every namespace is anonymous and gone
 //! when the benchmark ends; the daemon is stopped by its pid.
 
