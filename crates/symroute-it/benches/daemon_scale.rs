@@ -151,6 +151,15 @@ fn tagged(ns: &Ns) -> (usize, usize) {
     })
 }
 
+/// The scratch folder (socket, config, daemon log), removed on every path.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The daemon, stopped by its pid (SIGTERM, then SIGKILL) when dropped.
 struct Daemon {
     child: Child,
@@ -446,8 +455,8 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let dir = common::scratch_dir("daemon-scale");
-    let engine = FakeEngine::start(&dir, &containers);
+    let dir = Scratch(common::scratch_dir("daemon-scale"));
+    let engine = FakeEngine::start(&dir.0, &containers);
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = kernel_watch.then(|| watch_rules(socks, NETWORKS as i64, stop.clone()));
 
@@ -456,7 +465,7 @@ fn main() {
     let (mut daemon, addr) = start_daemon(
         &bin,
         &host,
-        &dir,
+        &dir.0,
         &engine.docker_host(),
         interval,
         soft_nofile,
@@ -618,6 +627,5 @@ fn main() {
     );
     daemon.stop();
     drop(engine);
-    let _ = fs::remove_dir_all(&dir);
     drop(nss);
 }
