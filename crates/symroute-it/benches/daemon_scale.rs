@@ -27,6 +27,12 @@
 //!   resync: the growth of the daemon's utime+stime (/proc/PID/stat);
 //! - VmRSS, VmHWM, open descriptors and its RLIMIT_NOFILE with all N managed.
 //!
+//! Options: `--count N`, `--interval S` (the daemon's resync interval),
+//! `--idle S`, `--kernel-watch`, `--soft-nofile N` (the soft RLIMIT_NOFILE
+//! the daemon starts with, default 1024); `SYMROUTE_BIN=PATH` runs another
+//! build (one from before `symroute_resyncs_total` is followed through the
+//! fake engine's requests instead).
+//!
 //! Figures are printed, not asserted. Every namespace is anonymous and gone
 //! when the benchmark ends; the daemon is stopped by its pid.
 
@@ -34,11 +40,12 @@
 mod common;
 #[path = "daemon_scale/fake_engine.rs"]
 mod fake_engine;
+#[path = "daemon_scale/rule_watch.rs"]
+mod rule_watch;
 
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -52,16 +59,12 @@ use ipnet::IpNet;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::rule::{RuleAttribute, RuleMessage};
-use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
+use netlink_sys::Socket;
+use rule_watch::{subscribe, watch_rules};
 use symroute_testkit::lab::{MAIN_TABLE, Ns};
 
 /// symroute's protocol tag.
-const TAG: u8 = 115;
-/// linux/rtnetlink.h, linux/fib_rules.h
-const RTNLGRP_IPV4_RULE: u32 = 8;
-const RTM_NEWRULE: u16 = 32;
-const RTM_DELRULE: u16 = 33;
-const FRA_PROTOCOL: u16 = 21;
+pub const TAG: u8 = 115;
 /// systemd's default soft RLIMIT_NOFILE for services.
 const SYSTEMD_SOFT_NOFILE: u64 = 1024;
 
@@ -124,106 +127,6 @@ fn three_homed(i: usize, hub: &Ns) -> (Ns, Container) {
     (ns, c)
 }
 
-fn subscribe(ns: &Ns) -> Socket {
-    ns.netns()
-        .run_quick(|| -> io::Result<Socket> {
-            let mut s = Socket::new(NETLINK_ROUTE)?;
-            s.bind_auto()?;
-            s.add_membership(RTNLGRP_IPV4_RULE)?;
-            s.set_non_blocking(true)?;
-            Ok(s)
-        })
-        .expect("enter namespace")
-        .expect("subscribe to rule notifications")
-}
-
-/// The change in tagged rules a datagram of rule notifications announces.
-fn tagged_rule_delta(buf: &[u8]) -> i64 {
-    let u16_at = |at: usize| {
-        buf.get(at..at + 2)
-            .map(|b| u16::from_ne_bytes([b[0], b[1]]))
-    };
-    let mut delta = 0;
-    let mut at = 0;
-    while at + 16 <= buf.len() {
-        let len = buf
-            .get(at..at + 4)
-            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        if len < 16 || at + len > buf.len() {
-            break;
-        }
-        let kind = u16_at(at + 4).unwrap_or(0);
-        // Attributes after nlmsghdr (16) and fib_rule_hdr (12).
-        let mut a = at + 28;
-        while a + 4 <= at + len {
-            let alen = usize::from(u16_at(a).unwrap_or(0));
-            if alen < 4 {
-                break;
-            }
-            if u16_at(a + 2).unwrap_or(0) & 0x3fff == FRA_PROTOCOL && buf.get(a + 4) == Some(&TAG) {
-                delta += match kind {
-                    RTM_NEWRULE => 1,
-                    RTM_DELRULE => -1,
-                    _ => 0,
-                };
-            }
-            a += (alen + 3) & !3;
-        }
-        at += (len + 3) & !3;
-    }
-    delta
-}
-
-/// Follow every namespace's rule notifications until each has `want`
-/// tagged rules: when each got there (None: never, before `stop`).
-fn watch_rules(
-    socks: Vec<Socket>,
-    want: i64,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(Vec<Option<Instant>>, usize)> {
-    std::thread::spawn(move || {
-        let mut count = vec![0i64; socks.len()];
-        let mut done: Vec<Option<Instant>> = vec![None; socks.len()];
-        let mut overflows = 0;
-        let mut left = socks.len();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut pfds: Vec<libc::pollfd> = socks
-            .iter()
-            .map(|s| libc::pollfd {
-                fd: s.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        while left > 0 && !stop.load(Ordering::Relaxed) {
-            // SAFETY: valid pollfds for sockets we own.
-            let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100) };
-            if n <= 0 {
-                continue;
-            }
-            let now = Instant::now();
-            for (i, p) in pfds.iter_mut().enumerate() {
-                if p.revents == 0 {
-                    continue;
-                }
-                p.revents = 0;
-                loop {
-                    match socks[i].recv(&mut &mut buf[..], 0) {
-                        Ok(n) => count[i] += tagged_rule_delta(&buf[..n.min(buf.len())]),
-                        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => overflows += 1,
-                        Err(_) => break,
-                    }
-                }
-                if count[i] >= want && done[i].is_none() {
-                    done[i] = Some(now);
-                    left -= 1;
-                }
-            }
-        }
-        (done, overflows)
-    })
-}
-
 /// symroute's rules and routes in a namespace (dumps).
 fn tagged(ns: &Ns) -> (usize, usize) {
     ns.with_netlink(|nl| {
@@ -246,6 +149,15 @@ fn tagged(ns: &Ns) -> (usize, usize) {
             .count();
         (r, t)
     })
+}
+
+/// The scratch folder (socket, config, daemon log), removed on every path.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The daemon, stopped by its pid (SIGTERM, then SIGKILL) when dropped.
@@ -358,7 +270,6 @@ fn metric(host: &Ns, addr: SocketAddr, name: &str) -> Option<f64> {
         .and_then(|t| api::sample(&t, name))
 }
 
-/// Wait up to `timeout` for `f` to give Some.
 /// Wait up to `timeout` for `f` to give Some, trying every `step`.
 fn wait_every<T>(
     step: Duration,
@@ -544,8 +455,8 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let dir = common::scratch_dir("daemon-scale");
-    let engine = FakeEngine::start(&dir, &containers);
+    let dir = Scratch(common::scratch_dir("daemon-scale"));
+    let engine = FakeEngine::start(&dir.0, &containers);
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = kernel_watch.then(|| watch_rules(socks, NETWORKS as i64, stop.clone()));
 
@@ -554,7 +465,7 @@ fn main() {
     let (mut daemon, addr) = start_daemon(
         &bin,
         &host,
-        &dir,
+        &dir.0,
         &engine.docker_host(),
         interval,
         soft_nofile,
@@ -716,6 +627,5 @@ fn main() {
     );
     daemon.stop();
     drop(engine);
-    let _ = fs::remove_dir_all(&dir);
     drop(nss);
 }
