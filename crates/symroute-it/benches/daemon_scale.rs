@@ -36,8 +36,7 @@
 //! Figures are printed, not asserted. Every namespace is anonymous and gone
 //! when the benchmark ends; the daemon is stopped by its pid.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use symroute_it::common;
 #[path = "daemon_scale/fake_engine.rs"]
 mod fake_engine;
 #[path = "daemon_scale/rule_watch.rs"]

@@ -2,7 +2,7 @@
 //! `cargo bench --bench docker`; several minutes).
 //!
 //! On a real dockerd (Debian's 20.10, in a lab namespace of the test harness,
-//! tests/common/docker.rs), for every container started, from the engine's
+//! common/docker.rs), for every container started, from the engine's
 //! `start` event to symroute's rules being in the container's namespace:
 //!
 //! - the `start` event's timestamp (`timeNano`) is read by this program from
@@ -27,8 +27,7 @@
 //! Options: `--starts N` (symroute, default 200), `--baseline-starts N`
 //! (default 100). Figures are printed, not asserted.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use symroute_it::common;
 
 use std::collections::HashMap;
 use std::ffi::CString;

@@ -8,8 +8,7 @@
 //! verdicts differ. `SYMROUTE_UPDATE_DOCS=1` rewrites the table in
 //! docs/cni.md from this run.
 
-mod cni_harness;
-mod common;
+use symroute_it::cni_harness;
 
 use std::path::Path;
 

@@ -3,8 +3,8 @@
 //! naming the problem, as one JSON object on stdout with a non-zero exit,
 //! and changes nothing in the namespace or the state folder.
 
-mod cni_harness;
-mod common;
+use symroute_it::cni_harness;
+use symroute_it::common;
 
 use cni_harness::{Runtime, net, ok};
 use common::{assert_same_dump, dump};

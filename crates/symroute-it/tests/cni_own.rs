@@ -8,8 +8,7 @@
 //! attachment as CHECK expects, and the CLI and the plugin writing one
 //! namespace at the same time. Run as root.
 
-mod cni_harness;
-mod common;
+use symroute_it::cni_harness;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -5,8 +5,8 @@
 //! a repeated ADD, DEL (which restores the namespace exactly), a failed ADD
 //! (rolled back), parallel ADDs in one namespace, GC, STATUS and VERSION.
 
-mod cni_harness;
-mod common;
+use symroute_it::cni_harness;
+use symroute_it::common;
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! refusal test is arranged so that even a missing refusal could not change
 //! it (see there).
 
-mod common;
+use symroute_it::common;
 
 use std::os::unix::fs::MetadataExt;
 

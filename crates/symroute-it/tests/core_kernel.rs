@@ -5,7 +5,7 @@
 //! kernel reads back as exactly the plan. Needs root; everything happens in
 //! anonymous namespaces the tests create.
 
-mod common;
+use symroute_it::common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! IPv6 address still in duplicate address detection). Needs root; everything
 //! happens in anonymous namespaces the tests create.
 
-mod common;
+use symroute_it::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

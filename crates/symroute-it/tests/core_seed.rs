@@ -4,7 +4,7 @@
 //! diagnose` tells the two states apart. Needs root; everything happens in
 //! anonymous namespaces the tests create.
 
-mod common;
+use symroute_it::common;
 
 use std::net::SocketAddr;
 

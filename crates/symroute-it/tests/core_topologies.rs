@@ -3,7 +3,7 @@
 //! interface without a known gateway. Needs root; everything happens in
 //! anonymous namespaces the tests create.
 
-mod common;
+use symroute_it::common;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};

@@ -1,4 +1,4 @@
-//! Proof of the Docker harness (`tests/common/docker.rs`): a real dockerd
+//! Proof of the Docker harness (`common/docker.rs`): a real dockerd
 //! starts inside a lab namespace and leaves nothing behind, on a clean stop,
 //! after a crash and on a panic; containers serve TCP; and the two failing
 //! topologies of lab recipe C fail for real before `symroute apply` and work
@@ -8,7 +8,7 @@
 //! installs them); every test fails loudly, never skips, without them. The
 //! tests share dockerd's cost through `DOCKER_SLOT`: one lab at a time.
 
-mod common;
+use symroute_it::common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

@@ -1,14 +1,13 @@
 //! Docker Engine 28.5 (dockerd from the Debian sid root, `scripts/lab-sid-root`) in a lab
-//! namespace (tests/common/engines.rs), with lab recipe C: `symroute daemon` and
+//! namespace (common/engines.rs), with lab recipe C: `symroute daemon` and
 //! `symroute diagnose --container` run inside the engine's namespace against its socket,
 //! exactly as on a real host. The docker CLI is the 28.2 client (gw-priority).
 //!
 //! Needs root, the sid root (built or restored on first use), busybox-static and
 //! /usr/local/bin/docker.
 
-mod common;
-#[path = "common/engines.rs"]
-mod engines;
+use symroute_it::common;
+use symroute_it::common::engines;
 
 use std::net::Ipv4Addr;
 

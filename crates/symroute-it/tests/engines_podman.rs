@@ -1,5 +1,5 @@
 //! Podman 4.3 (the host's, netavark 1.4) and Podman 5.8 (the Debian sid root's, netavark
-//! 1.17) in lab namespaces (tests/common/engines.rs), each serving the Engine-compatible
+//! 1.17) in lab namespaces (common/engines.rs), each serving the Engine-compatible
 //! API (`podman system service --time 0 unix://…`), with lab recipe C: a container on a
 //! macvlan LAN network and a bridge network. `symroute daemon` and `diagnose --container`
 //! run inside the engine's namespace against that socket.
@@ -13,9 +13,8 @@
 //! The tests of one binary run one at a time (ENGINE_SLOT); Podman 4.3's host-wide
 //! writes (/run/containers, /var/lib/containers) stay in the lab's own mount namespace.
 
-mod common;
-#[path = "common/engines.rs"]
-mod engines;
+use symroute_it::common;
+use symroute_it::common::engines;
 
 use std::net::Ipv4Addr;
 

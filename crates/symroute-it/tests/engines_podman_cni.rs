@@ -2,7 +2,7 @@
 //! plugins (/usr/lib/cni) and the freshly built `symroute-cni`, installed as `symroute` in
 //! the lab's plugin folder, on `podman run`, `stop`, `start`, `network disconnect`,
 //! `network connect`, `network reload` and `rm`. The
-//! engine runs in a lab namespace of its own (tests/common/engines.rs, `Podman43Cni`: the
+//! engine runs in a lab namespace of its own (common/engines.rs, `Podman43Cni`: the
 //! lab's containers.conf sets `network_backend = "cni"`, `cni_plugin_dirs` and
 //! `network_config_dir`), with lab recipe C: a LAN router (strict rp_filter) with a remote
 //! client (198.51.100.10) behind it, a macvlan network `lan` on the LAN (parent brlan) and a
@@ -19,9 +19,8 @@
 //! The plugin keeps its default `dataDir`, /run/symroute/cni, which is on the lab's own
 //! /run (a tmpfs in the lab's mount namespace): the test reads it through the holder's root.
 
-mod common;
-#[path = "common/engines.rs"]
-mod engines;
+use symroute_it::common;
+use symroute_it::common::engines;
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};

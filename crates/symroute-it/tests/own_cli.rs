@@ -8,7 +8,7 @@
 //! Every namespace here is an anonymous lab namespace; the host's namespace
 //! is only read (rule and route dumps compared before and after).
 
-mod common;
+use symroute_it::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -5,7 +5,7 @@
 //! Every test builds its own anonymous namespaces (a "ctr" with eth0 and
 //! eth1, veth'd to a "peer"); nothing touches the host's namespace.
 
-mod common;
+use symroute_it::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,7 +7,7 @@
 //! Every namespace here is an anonymous lab namespace; the host's is only
 //! read.
 
-mod common;
+use symroute_it::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

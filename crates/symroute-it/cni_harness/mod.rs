@@ -132,7 +132,7 @@ static SCRATCH_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 impl Scratch {
     pub fn new(name: &str) -> Scratch {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        let dir = crate::common::target_tmpdir().as_path().join(format!(
             "cni-{name}-{}-{}",
             std::process::id(),
             SCRATCH_SEQ.fetch_add(1, Ordering::Relaxed)

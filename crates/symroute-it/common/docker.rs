@@ -905,7 +905,7 @@ fn require_static(path: &Path) {
 
 /// A new, empty folder for a lab, and its name.
 fn new_lab_dir() -> (PathBuf, String) {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let base = &crate::common::target_tmpdir();
     fs::create_dir_all(base).unwrap_or_else(|e| panic!("create {}: {e}", base.display()));
     loop {
         let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
@@ -928,7 +928,7 @@ fn new_lab_dir() -> (PathBuf, String) {
 /// Remove the folders (and cgroups, mounts) of labs whose test process is
 /// gone and that no process references any more. Kills nothing.
 fn sweep_stale_labs() {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let base = &crate::common::target_tmpdir();
     let Ok(entries) = fs::read_dir(base) else {
         return;
     };
@@ -994,7 +994,7 @@ pub fn reap_lab_folder(dir: &Path) -> StopReport {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     assert!(
-        dir.parent() == Some(Path::new(env!("CARGO_TARGET_TMPDIR")))
+        dir.parent() == Some(crate::common::target_tmpdir().as_path())
             && name.starts_with(DIR_PREFIX),
         "{} is not a DockerLab folder",
         dir.display()

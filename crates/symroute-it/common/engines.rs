@@ -4,8 +4,8 @@
 //! lab recipe C built on them ([`RecipeC`]): a LAN router, a remote client behind it, a
 //! macvlan network on the LAN and a bridge network, a container on both.
 //!
-//! Loaded by the `engines_*` suites with `#[path = "common/engines.rs"] mod engines;` next to
-//! `mod common;` (whose `docker` module it borrows small public pieces from).
+//! Part of the suites' shared library (`symroute_it::common::engines`); it borrows small
+//! public pieces from its sibling `docker` module.
 //!
 //! Isolation, and what an [`EngineLab`] guarantees:
 //!

@@ -28,6 +28,7 @@ use symroute_testkit::lab::{LabError, Ns};
 
 pub mod bounded;
 pub mod docker;
+pub mod engines;
 
 /// The binary under test.
 pub static BIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -75,8 +76,7 @@ pub fn sock(text: &str) -> SocketAddr {
 
 /// A folder of our own under cargo's scratch space for integration tests.
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("symroute-{name}-{}", std::process::id()));
+    let dir = target_tmpdir().join(format!("symroute-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     dir
@@ -90,7 +90,7 @@ fn empty_config() -> &'static Path {
     // One shared, always-empty file: every test process writes the same
     // (empty) content, so nothing accumulates between runs.
     PATH.get_or_init(|| {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("symroute-empty-config.toml");
+        let path = target_tmpdir().join("symroute-empty-config.toml");
         std::fs::write(&path, "").unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         path
     })
@@ -411,4 +411,18 @@ pub fn len_of(v: &Value, key: &str) -> usize {
         .as_array()
         .unwrap_or_else(|| panic!("{key} is not an array: {v}"))
         .len()
+}
+
+/// `<target>/tmp`, the folder cargo names CARGO_TARGET_TMPDIR for tests
+/// and benchmarks (this library is built without it): found from the
+/// running binary, `<target>/<profile>/deps/<name>`.
+pub fn target_tmpdir() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the running test binary");
+    let target = exe
+        .ancestors()
+        .find(|d| d.join("CACHEDIR.TAG").is_file())
+        .expect("the test binary sits under cargo's target folder");
+    let tmp = target.join("tmp");
+    std::fs::create_dir_all(&tmp).expect("create <target>/tmp");
+    tmp
 }
