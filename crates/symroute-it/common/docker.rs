@@ -1045,7 +1045,7 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 
 /// Run `cmd` (stdout and stderr captured) for at most `timeout`, killing it
 /// after that.
-fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
+pub(crate) fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().map_err(|e| format!("start: {e}"))?;
     // Opened while the child is unreaped: it names exactly that process.
@@ -1072,10 +1072,10 @@ fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
 }
 
 /// A pidfd: signals the process it was opened for, never a recycled pid.
-struct Pidfd(OwnedFd);
+pub(crate) struct Pidfd(OwnedFd);
 
 impl Pidfd {
-    fn open(pid: u32) -> io::Result<Pidfd> {
+    pub(crate) fn open(pid: u32) -> io::Result<Pidfd> {
         let pid =
             libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
@@ -1088,7 +1088,7 @@ impl Pidfd {
         Ok(Pidfd(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    fn signal(&self, sig: i32) -> io::Result<()> {
+    pub(crate) fn signal(&self, sig: i32) -> io::Result<()> {
         // SAFETY: valid pidfd, no siginfo, no flags.
         let r = unsafe {
             libc::syscall(
@@ -1107,7 +1107,7 @@ impl Pidfd {
     }
 
     /// Whether the process has exited, waiting up to `timeout`.
-    fn exited_within(&self, timeout: Duration) -> bool {
+    pub(crate) fn exited_within(&self, timeout: Duration) -> bool {
         let mut pfd = libc::pollfd {
             fd: self.0.as_raw_fd(),
             events: libc::POLLIN,

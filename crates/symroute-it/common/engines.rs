@@ -43,11 +43,10 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -59,7 +58,7 @@ use symroute_linux::kernel::NetlinkKernel;
 use symroute_linux::netns::Netns;
 use symroute_testkit::lab::{MAIN_TABLE, Ns};
 
-use crate::common::docker::{log_tail, mounts_under};
+use crate::common::docker::{Pidfd, log_tail, mounts_under, run_bounded};
 use crate::common::{BIN, TAG, ip, net, ok};
 
 /// The docker CLI 28.2 (speaks to 28.5 and has `--network name=x,gw-priority=N`).
@@ -1123,73 +1122,6 @@ pub fn api_get(socket: &Path, path: &str) -> Result<String, String> {
         Ok(body.to_string())
     } else {
         Err(format!("GET {path}: {head}"))
-    }
-}
-
-fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(|e| format!("start: {e}"))?;
-    let pidfd = Pidfd::open(child.id()).ok();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let r = if let Ok(out) = rx.recv_timeout(timeout) {
-        out.map_err(|e| format!("wait: {e}"))
-    } else {
-        if let Some(fd) = &pidfd {
-            let _ = fd.signal(libc::SIGKILL);
-        }
-        let _ = rx.recv();
-        Err(format!("still running after {timeout:?}: killed"))
-    };
-    let _ = waiter.join();
-    r
-}
-
-struct Pidfd(OwnedFd);
-
-impl Pidfd {
-    fn open(pid: u32) -> io::Result<Pidfd> {
-        let pid =
-            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-        // SAFETY: fd is a fresh descriptor we own.
-        Ok(Pidfd(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn signal(&self, sig: i32) -> io::Result<()> {
-        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    fn exited_within(&self, timeout: Duration) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.0.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&raw mut pfd, 1, ms) > 0 }
     }
 }
 
