@@ -2,7 +2,7 @@
 //! `cargo bench --bench docker`; several minutes).
 //!
 //! On a real dockerd (Debian's 20.10, in a lab namespace of the test harness,
-//! common/docker.rs), for every container started, from the engine's
+//! tests/support/common/docker.rs), for every container started, from the engine's
 //! `start` event to symroute's rules being in the container's namespace:
 //!
 //! - the `start` event's timestamp (`timeNano`) is read by this program from

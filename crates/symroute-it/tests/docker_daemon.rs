@@ -1,5 +1,5 @@
 //! `symroute daemon` against a real dockerd (Debian's 20.10, API 1.41) in a
-//! lab namespace (common/docker.rs): the daemon runs inside the docker
+//! lab namespace (tests/support/common/docker.rs): the daemon runs inside the docker
 //! host's namespace, next to dockerd, exactly as it would on a real host, and
 //! every behaviour of issue 3 is checked on real containers: the failing
 //! topologies fixed with no manual step, network connect/disconnect,

@@ -1,4 +1,4 @@
-//! Proof of the Docker harness (`common/docker.rs`): a real dockerd
+//! Proof of the Docker harness (`tests/support/common/docker.rs`): a real dockerd
 //! starts inside a lab namespace and leaves nothing behind, on a clean stop,
 //! after a crash and on a panic; containers serve TCP; and the two failing
 //! topologies of lab recipe C fail for real before `symroute apply` and work

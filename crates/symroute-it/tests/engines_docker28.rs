@@ -1,5 +1,5 @@
 //! Docker Engine 28.5 (dockerd from the Debian sid root, `scripts/lab-sid-root`) in a lab
-//! namespace (common/engines.rs), with lab recipe C: `symroute daemon` and
+//! namespace (tests/support/common/engines.rs), with lab recipe C: `symroute daemon` and
 //! `symroute diagnose --container` run inside the engine's namespace against its socket,
 //! exactly as on a real host. The docker CLI is the 28.2 client (gw-priority).
 //!

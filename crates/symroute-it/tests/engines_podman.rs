@@ -1,5 +1,5 @@
 //! Podman 4.3 (the host's, netavark 1.4) and Podman 5.8 (the Debian sid root's, netavark
-//! 1.17) in lab namespaces (common/engines.rs), each serving the Engine-compatible
+//! 1.17) in lab namespaces (tests/support/common/engines.rs), each serving the Engine-compatible
 //! API (`podman system service --time 0 unix://…`), with lab recipe C: a container on a
 //! macvlan LAN network and a bridge network. `symroute daemon` and `diagnose --container`
 //! run inside the engine's namespace against that socket.

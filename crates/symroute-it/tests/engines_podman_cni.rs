@@ -2,7 +2,7 @@
 //! plugins (/usr/lib/cni) and the freshly built `symroute-cni`, installed as `symroute` in
 //! the lab's plugin folder, on `podman run`, `stop`, `start`, `network disconnect`,
 //! `network connect`, `network reload` and `rm`. The
-//! engine runs in a lab namespace of its own (common/engines.rs, `Podman43Cni`: the
+//! engine runs in a lab namespace of its own (tests/support/common/engines.rs, `Podman43Cni`: the
 //! lab's containers.conf sets `network_backend = "cni"`, `cni_plugin_dirs` and
 //! `network_config_dir`), with lab recipe C: a LAN router (strict rp_filter) with a remote
 //! client (198.51.100.10) behind it, a macvlan network `lan` on the LAN (parent brlan) and a

@@ -1,5 +1,5 @@
 //! The symroute image, built by `scripts/build-image` in a lab dockerd
-//! (Debian's 20.10, in its own namespace: common/docker.rs) and run
+//! (Debian's 20.10, in its own namespace: tests/support/common/docker.rs) and run
 //! with the documented `docker run` line: a macvlan + bridge container that a
 //! remote client could not reach becomes reachable, a container started
 //! afterwards too, and the daemon's own container (host network) is left
@@ -7,7 +7,7 @@
 //! `install-cni` from the image into a host directory.
 //!
 //! The same image under Podman 4.3 (the host's, in a lab of
-//! common/engines.rs): built by `CONTAINER_ENGINE=podman
+//! tests/support/common/engines.rs): built by `CONTAINER_ENGINE=podman
 //! scripts/build-image`, run with the documented line and Podman's socket as
 //! `/var/run/docker.sock`, the same three checks (recipe C on netavark).
 //!
@@ -431,7 +431,7 @@ fn bridge_default_in_use(c: &RecipeC, name: &str) {
 }
 
 /// Issue 10, "the same image under Podman 4 with its socket": in a Podman 4.3
-/// lab (common/engines.rs: its own root, runroot, network config, mount
+/// lab (tests/support/common/engines.rs: its own root, runroot, network config, mount
 /// and network namespaces), `CONTAINER_ENGINE=podman scripts/build-image`
 /// builds the image (FROM scratch, nothing pulled), and the documented run
 /// line with `-v <podman.sock>:/var/run/docker.sock` makes a macvlan + bridge
