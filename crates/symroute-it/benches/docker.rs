@@ -85,6 +85,8 @@ struct Run {
     ids: Vec<String>,
     /// The measured ones (same order as `latencies`).
     measured: Vec<String>,
+    /// When this program itself read each one's start event (its own subscription).
+    read_at: Vec<i64>,
 }
 
 impl Run {
@@ -127,6 +129,7 @@ fn measure(
             continue; // warm-up
         }
         run.latencies.push(seen.at_ns - t0);
+        run.read_at.push(events.read_at(&id).unwrap_or(t0));
         run.measured.push(id);
         run.events_at.push(t0);
         run.first_look += usize::from(seen.at_first_look);
@@ -188,6 +191,16 @@ fn split(name: &str, run: &Run, received: &HashMap<String, i64>) {
     }
     delivery.sort_unstable();
     own.sort_unstable();
+    let mut here: Vec<i64> = (0..run.read_at.len())
+        .map(|i| run.read_at[i] - run.events_at[i])
+        .collect();
+    here.sort_unstable();
+    println!(
+        "  {name}: event -> the benchmark's own /events subscription has it: p50 {:.2} / p99 {:.2} / max {:.2} ms",
+        pct(&here, 50.0),
+        pct(&here, 99.0),
+        pct(&here, 100.0),
+    );
     println!(
         "  {name}: event -> the daemon has it: p50 {:.2} / p99 {:.2} / max {:.2} ms; then -> both rules: p50 {:.2} / p99 {:.2} / max {:.2} ms (n={}; {early} converged by a resync before their event arrived)",
         pct(&delivery, 50.0),
@@ -202,14 +215,26 @@ fn split(name: &str, run: &Run, received: &HashMap<String, i64>) {
 
 /// The three slowest starts of `run`, when each came and whether a resync ran meanwhile
 /// (`about`: what the daemon logged about the slowest).
-fn slowest(run: &Run, spans: &[ResyncSpan], since_ns: i64, about: &[String]) {
+fn slowest(
+    run: &Run,
+    spans: &[ResyncSpan],
+    since_ns: i64,
+    received: &HashMap<String, i64>,
+    about: &[String],
+) {
     let mut order: Vec<usize> = (0..run.latencies.len()).collect();
     order.sort_unstable_by_key(|i| std::cmp::Reverse(run.latencies[*i]));
     for i in order.into_iter().take(3) {
+        let t0 = run.events_at[i];
+        let daemon = received
+            .get(&run.measured[i])
+            .map_or(f64::NAN, |r| (r - t0) as f64 / 1e6);
         println!(
-            "  slow: {:.2} ms, event {:.2} s after the daemon started{}",
+            "  slow: {:.2} ms, event {:.2} s after the daemon started; read {:.2} ms after its timestamp by the daemon, {:.2} ms by the benchmark{}",
             run.latencies[i] as f64 / 1e6,
-            (run.events_at[i] - since_ns) as f64 / 1e9,
+            (t0 - since_ns) as f64 / 1e9,
+            daemon,
+            (run.read_at[i] - t0) as f64 / 1e6,
             if run.overlapped(i, spans) {
                 ", during a resync"
             } else {
@@ -409,9 +434,21 @@ fn main() {
         quiet_spans.len()
     );
     println!("slowest, no resync:");
-    slowest(&quiet, &quiet_spans, quiet_started_ns, &quiet_about);
+    slowest(
+        &quiet,
+        &quiet_spans,
+        quiet_started_ns,
+        &quiet_received,
+        &quiet_about,
+    );
     println!("slowest, resync running:");
-    slowest(&busy, &busy_spans, busy_started_ns, &busy_about);
+    slowest(
+        &busy,
+        &busy_spans,
+        busy_started_ns,
+        &busy_received,
+        &busy_about,
+    );
     println!(
         "symroute's own histogram (no resync): mean {:.2} ms",
         own * 1e3

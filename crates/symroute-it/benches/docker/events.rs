@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use crate::common::docker::api::API_VERSION;
 
-type Seen = Arc<(Mutex<HashMap<String, i64>>, Condvar)>;
+/// id -> (timeNano, when this program read the event: CLOCK_REALTIME ns).
+type Seen = Arc<(Mutex<HashMap<String, (i64, i64)>>, Condvar)>;
 
 /// The stream (closed on drop, which ends its reader thread).
 pub struct StartEvents {
@@ -61,7 +62,9 @@ impl StartEvents {
                     continue;
                 };
                 let (map, cv) = &*shared;
-                map.lock().expect("events map").insert(id.to_string(), t);
+                map.lock()
+                    .expect("events map")
+                    .insert(id.to_string(), (t, crate::realtime_ns()));
                 cv.notify_all();
             }
         });
@@ -74,12 +77,20 @@ impl StartEvents {
         let deadline = Instant::now() + timeout;
         let mut m = map.lock().expect("events map");
         loop {
-            if let Some(t) = m.get(id) {
+            if let Some((t, _)) = m.get(id) {
                 return Some(*t);
             }
             let left = deadline.checked_duration_since(Instant::now())?;
             m = cv.wait_timeout(m, left).expect("events map").0;
         }
+    }
+}
+
+impl StartEvents {
+    /// When this program read container `id`'s start event (CLOCK_REALTIME ns).
+    pub fn read_at(&self, id: &str) -> Option<i64> {
+        let (map, _) = &*self.seen;
+        map.lock().expect("events map").get(id).map(|(_, r)| *r)
     }
 }
 
