@@ -27,7 +27,7 @@ use symroute_core::model::{IfAddr, Link, Route, Rule};
 use symroute_core::ownership::{Space, classify};
 use symroute_core::settings::Settings;
 use symroute_docker::daemon::{
-    self, DaemonOptions, Metrics, Namespaces, NsAccessError, NsHandle, RECONNECT_FIRST,
+    self, DaemonOptions, Metrics, Namespaces, NsAccessError, NsHandle, QUIET, RECONNECT_FIRST,
 };
 use symroute_docker::model::{Attachment, ContainerInfo, NetworkMode};
 use symroute_docker::{
@@ -1125,6 +1125,53 @@ async fn a_start_during_a_resync_of_200_containers_is_handled_before_the_resync_
         1,
         "the resync's list was taken before the start: fresh is not resynced"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_resync_asks_the_engine_nothing_while_a_start_is_handled_nor_just_after() {
+    let engine = FakeEngine::default();
+    let spaces = FakeNamespaces::default();
+    // 200 running containers, each inspect taking 1 ms.
+    engine.state().inspect_delay = Duration::from_millis(1);
+    let mut old = Vec::new();
+    for i in 0..200u32 {
+        let ns = FakeNs::new(u64::from(i) + 1, kernel_with(vec![lan_link(), app_link()]));
+        spaces.add(&format!("/proc/{}/ns/net", 1000 + i), &ns);
+        engine.put(web(&format!("old{i:03}"), 1000 + i));
+        old.push(ns);
+    }
+    let fresh = FakeNs::new(999, kernel_with(vec![lan_link(), app_link()]));
+    spaces.add("/proc/999/ns/net", &fresh);
+    let m = Arc::new(Metrics::default());
+    let first = |ns: &FakeNs| ns.first_lock.load(Ordering::SeqCst);
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("the resync is a quarter through", || {
+            old.iter().filter(|n| first(n) > 0).count() >= 50
+        })
+        .await;
+        engine.put(web("fresh", 999));
+        engine.emit(EventKind::Start, "fresh");
+        until("fresh converged", || first(&fresh) > 0).await;
+        until("the resync still ends", || old.iter().all(|n| first(n) > 0)).await;
+    })
+    .await;
+    // The end of the start's inspect; its converge takes no virtual time.
+    let fresh_done = engine.inspections("fresh")[0];
+    let st = engine.state();
+    let after: Vec<Instant> = st
+        .inspected
+        .iter()
+        .filter(|(id, t)| id != "fresh" && *t > fresh_done)
+        .map(|(_, t)| *t)
+        .collect();
+    // A resync inspect in flight when the event came ends by `fresh_done`; the next
+    // one starts QUIET after the event path's end at the earliest.
+    let early = after.iter().filter(|t| **t < fresh_done + QUIET).count();
+    assert_eq!(
+        early, 0,
+        "{early} resync inspects ended within {QUIET:?} of the start's handling"
+    );
+    assert!(!after.is_empty(), "the resync went on after the start");
 }
 
 #[tokio::test(start_paused = true)]

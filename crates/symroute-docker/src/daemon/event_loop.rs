@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 use super::DaemonOptions;
 use super::container::Daemon;
@@ -22,6 +22,12 @@ use crate::engine_api::{Connector, EngineApi};
 pub const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 /// The longest reconnect delay.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
 
 pub(crate) async fn serve<C: Connector, N: Namespaces>(
     opts: DaemonOptions,
@@ -39,6 +45,8 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
         kernel_tx,
         retry_tx,
     );
+    // What the resync task yields to.
+    let path = Arc::new(resync::EventPath::default());
     tokio::pin!(shutdown);
     let mut backoff = RECONNECT_FIRST;
     'outer: loop {
@@ -80,7 +88,7 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
         // which): scripts and the tests match them exactly.
         // Subscribe first, then resync: nothing that happens in between is lost.
         let mut events = api.events();
-        let mut resync = Some(resync::start(&api, d.clock.clone()));
+        let mut resync = Some(resync::start(&api, d.clock.clone(), path.clone()));
         let mut tick = tokio::time::interval_at(
             tokio::time::Instant::now() + opts.resync_interval,
             opts.resync_interval,
@@ -88,12 +96,25 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             // Biased: the event path (engine events, kernel notifications,
-            // retries) always goes before the resync's next container.
+            // retries) always goes before the resync's next container, and
+            // the resync task asks the engine nothing while it works.
             tokio::select! {
                 biased;
                 () = &mut shutdown => break 'outer,
                 ev = events.next() => match ev {
-                    Some(Ok(e)) => d.on_event(&api, e).await,
+                    Some(Ok(e)) => {
+                        let _work = path.begin();
+                        // When the engine's event reached the daemon (its delivery
+                        // is the engine's share of the latency; benchmarks read it).
+                        debug!(
+                            container = %e.container,
+                            kind = ?e.kind,
+                            time_nano = e.time_nano,
+                            received_unix_ns = unix_nanos(),
+                            "event received"
+                        );
+                        d.on_event(&api, e).await;
+                    }
                     Some(Err(e)) => {
                         metrics.error();
                         warn!(error = %e, "Docker event stream failed; reconnecting");
@@ -105,6 +126,7 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                     }
                 },
                 Some(id) = kernel_rx.recv() => {
+                    let _work = path.begin();
                     // Coalesce a burst of notifications into one converge each.
                     let mut ids = vec![id];
                     while let Ok(more) = kernel_rx.try_recv() {
@@ -116,7 +138,10 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                         d.converge(&id, None, false);
                     }
                 }
-                Some(id) = retry_rx.recv() => d.reconcile(&api, &id, None).await,
+                Some(id) = retry_rx.recv() => {
+                    let _work = path.begin();
+                    d.reconcile(&api, &id, None).await;
+                }
                 msg = resync::next(&mut resync) => {
                     let more = msg.is_some_and(|m| d.on_resync(m));
                     if !more {
@@ -125,9 +150,9 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 }
                 _ = tick.tick() => {
                     if resync.is_some() {
-                        debug!("periodic resync: the previous one is still running");
+                        trace!("periodic resync: the previous one is still running");
                     } else {
-                        resync = Some(resync::start(&api, d.clock.clone()));
+                        resync = Some(resync::start(&api, d.clock.clone(), path.clone()));
                     }
                 }
             }

@@ -46,6 +46,7 @@ pub use container::{BUSY_RETRY, LOCK_WAIT, RETRY_FIRST, RETRY_MAX, retry_delay};
 pub use event_loop::{RECONNECT_FIRST, RECONNECT_MAX};
 pub use metrics::{CONTENT_TYPE, LATENCY_BUCKETS, Metrics};
 pub use namespaces::{LinuxHandle, LinuxNamespaces, Namespaces, NsAccessError, NsHandle};
+pub use resync::{MAX_YIELD, QUIET};
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]

@@ -8,6 +8,14 @@
 //! for a resync, only, at worst, for the one container being applied, which
 //! is a few netlink round trips under that namespace's lock.
 //!
+//! The engine is shared too: while the event path works (an event, a kernel
+//! notification, a retry: [`EventPath::begin`]) and for [`QUIET`] after, the task
+//! asks the engine nothing new, so the event path's own inspect never queues behind
+//! the resync's at a busy engine (Podman serves an inspect in milliseconds, each
+//! under its state lock), nor the engine's start of the next container of a burst.
+//! At most one resync call is in flight when an event comes. A stream of events
+//! holds each of the task's calls back [`MAX_YIELD`] at most, so a resync still ends.
+//!
 //! The engine's list is the truth: what is managed and no longer running is
 //! released, every running container is reconciled. An answer the task got
 //! before the event path handled the same container is older than what the
@@ -15,10 +23,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
@@ -31,6 +40,73 @@ use crate::model::ContainerInfo;
 /// How many answers the task may have ready before the loop takes them:
 /// small, so what the loop applies was asked for just before.
 const AHEAD: usize = 4;
+
+/// How long after the event path last worked the resync task stays quiet.
+pub const QUIET: Duration = Duration::from_millis(20);
+
+/// The longest the resync task holds back one engine call for the event path.
+pub const MAX_YIELD: Duration = Duration::from_millis(100);
+
+/// What the event path is doing, as the resync task sees it.
+#[derive(Debug, Default)]
+pub(crate) struct EventPath {
+    /// Event-path work under way ([`EventPath::begin`] guards).
+    busy: AtomicUsize,
+    /// When the last of it ended.
+    last: Mutex<Option<tokio::time::Instant>>,
+    /// Woken at each end.
+    ended: Notify,
+}
+
+/// Event-path work under way; ends when dropped.
+pub(crate) struct EventWork<'a>(&'a EventPath);
+
+impl Drop for EventWork<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut last) = self.0.last.lock() {
+            *last = Some(tokio::time::Instant::now());
+        }
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+        self.0.ended.notify_waiters();
+    }
+}
+
+impl EventPath {
+    /// The event path starts working (an engine event, a kernel notification, a retry).
+    pub(crate) fn begin(&self) -> EventWork<'_> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        EventWork(self)
+    }
+
+    /// Return once the event path has been idle for [`QUIET`], or after
+    /// [`MAX_YIELD`] at the latest.
+    async fn idle(&self) {
+        let deadline = tokio::time::Instant::now() + MAX_YIELD;
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before the state is read: an end in between still wakes us.
+            ended.as_mut().enable();
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let wake = if self.busy.load(Ordering::SeqCst) > 0 {
+                deadline
+            } else {
+                let last = self.last.lock().ok().and_then(|l| *l);
+                match last {
+                    Some(t) if t + QUIET > now => (t + QUIET).min(deadline),
+                    _ => return,
+                }
+            };
+            tokio::select! {
+                () = &mut ended => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+}
 
 /// What the resync task hands to the loop. `at` is the event-path clock
 /// read just before the engine was asked.
@@ -47,7 +123,8 @@ pub(crate) enum ResyncMsg {
     Failed(DockerError),
     Done {
         count: usize,
-        /// When the task started (before asking for the list).
+        /// When the task started (CLOCK_REALTIME ns, and monotonic).
+        started_ns: i64,
         started: Instant,
     },
 }
@@ -65,12 +142,20 @@ impl Drop for Resync {
     }
 }
 
-/// Start a resync against `api`.
-pub(crate) fn start<A: EngineApi>(api: &A, clock: Arc<AtomicU64>) -> Resync {
+fn unix_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Start a resync against `api`, yielding to `path`.
+pub(crate) fn start<A: EngineApi>(api: &A, clock: Arc<AtomicU64>, path: Arc<EventPath>) -> Resync {
     let (tx, rx) = mpsc::channel(AHEAD);
     let api = api.clone();
     let task = tokio::spawn(async move {
         let started = Instant::now();
+        let started_ns = unix_nanos();
+        path.idle().await;
         let at = clock.load(Ordering::SeqCst);
         let ids = match api.running().await {
             Ok(ids) => ids,
@@ -91,6 +176,7 @@ pub(crate) fn start<A: EngineApi>(api: &A, clock: Arc<AtomicU64>) -> Resync {
             return;
         }
         for id in ids {
+            path.idle().await;
             let at = clock.load(Ordering::SeqCst);
             let result = api.inspect(&id).await;
             if tx
@@ -101,7 +187,13 @@ pub(crate) fn start<A: EngineApi>(api: &A, clock: Arc<AtomicU64>) -> Resync {
                 return;
             }
         }
-        let _ = tx.send(ResyncMsg::Done { count, started }).await;
+        let _ = tx
+            .send(ResyncMsg::Done {
+                count,
+                started_ns,
+                started,
+            })
+            .await;
     });
     Resync { task, rx }
 }
@@ -147,14 +239,20 @@ impl<N: Namespaces> Daemon<N> {
                 }
                 true
             }
-            ResyncMsg::Done { count, started } => {
+            ResyncMsg::Done {
+                count,
+                started_ns,
+                started,
+            } => {
+                // From the engine's list asked for to the last answer applied.
                 let took = started.elapsed();
                 self.metrics.resynced(took);
-                let took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
                 debug!(
                     running = count,
                     managed = self.managed.len(),
-                    took_ms,
+                    took_ms = took.as_secs_f64() * 1e3,
+                    start_unix_ns = started_ns,
+                    end_unix_ns = unix_nanos(),
                     "resynced"
                 );
                 false
