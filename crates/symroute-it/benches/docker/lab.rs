@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::common::docker::{DOCKER, DockerLab, api};
-use crate::engines::{DOCKER_CLI, Engine, EngineLab};
+use crate::engines::{Engine, EngineLab, docker_cli};
 use symroute_testkit::lab::Ns;
 
 /// `--engine`.
@@ -109,7 +109,7 @@ impl BenchLab {
     pub fn docker_cli(&self) -> &'static str {
         match &self.inner {
             Inner::Docker20(_) => DOCKER,
-            Inner::Other(_) => DOCKER_CLI,
+            Inner::Other(_) => docker_cli(),
         }
     }
 

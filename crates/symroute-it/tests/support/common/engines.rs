@@ -61,8 +61,47 @@ use symroute_testkit::lab::{MAIN_TABLE, Ns};
 use crate::common::docker::{Pidfd, log_tail, mounts_under, run_bounded};
 use crate::common::{BIN, TAG, ip, net, ok};
 
-/// The docker CLI 28.2 (speaks to 28.5 and has `--network name=x,gw-priority=N`).
-pub const DOCKER_CLI: &str = "/usr/local/bin/docker";
+/// Where a docker CLI new enough for Docker 28 (`--network name=x,gw-priority=N`) is
+/// looked for: this machine kind's own client (28.2, not from a package), then
+/// /usr/bin/docker (Docker CE's `docker-ce-cli`, or Debian's `docker.io`, 20.10 on
+/// Debian 12: too old).
+const DOCKER_CLIS: [&str; 2] = ["/usr/local/bin/docker", "/usr/bin/docker"];
+
+/// The first docker CLI of [`DOCKER_CLIS`] whose client is 28 or newer; the
+/// Docker 28 suites cannot run without one, and say so.
+pub fn docker_cli() -> &'static str {
+    static CLI: std::sync::OnceLock<Result<&'static str, String>> = std::sync::OnceLock::new();
+    let found = CLI.get_or_init(|| {
+        let mut seen = Vec::new();
+        for cli in DOCKER_CLIS {
+            let Ok(out) = Command::new(cli)
+                .args(["version", "--format", "{{.Client.Version}}"])
+                .env("DOCKER_HOST", "unix:///nonexistent")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+            else {
+                continue;
+            };
+            let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let major = version
+                .split('.')
+                .next()
+                .and_then(|m| m.parse::<u32>().ok());
+            if major.is_some_and(|m| m >= 28) {
+                return Ok(cli);
+            }
+            seen.push(format!("{cli} ({version})"));
+        }
+        Err(format!(
+            "the Docker 28 suites need a docker CLI 28 or newer in {DOCKER_CLIS:?}; found {seen:?}"
+        ))
+    });
+    match found {
+        Ok(cli) => cli,
+        Err(e) => panic!("{e}"),
+    }
+}
 /// The host's Podman 4.3.
 pub const HOST_PODMAN: &str = "/usr/bin/podman";
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -597,7 +636,7 @@ impl EngineLab {
         let _ = child.wait();
     }
 
-    /// The engine's CLI (docker 28.2 on the socket, or podman inside the lab), at most
+    /// The engine's CLI ([`docker_cli`] on the socket, or podman inside the lab), at most
     /// [`CLI_TIMEOUT`]. Ok: stdout without its trailing newline; Err: what failed.
     pub fn cli<I, S>(&self, args: I) -> Result<String, String>
     where
@@ -618,7 +657,7 @@ impl EngineLab {
             c.args(self.podman_globals());
             c
         } else {
-            let mut c = Command::new(DOCKER_CLI);
+            let mut c = Command::new(docker_cli());
             clean_env(&mut c);
             c.env("DOCKER_HOST", self.host())
                 .env("DOCKER_CONFIG", self.path("cli"));
