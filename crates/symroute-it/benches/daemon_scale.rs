@@ -43,7 +43,6 @@ mod fake_engine;
 mod rule_watch;
 
 use std::fs;
-use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -240,13 +239,11 @@ fn start_daemon(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(&log).expect("daemon log"));
-    // SAFETY: runs in the forked child before exec; prctl and setrlimit are
-    // async-signal-safe.
+    common::die_with_parent(&mut cmd);
+    // SAFETY: runs in the forked child before exec; getrlimit and setrlimit
+    // are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
             // Start it as systemd starts a service: soft limit 1024.
             let mut lim = libc::rlimit {
                 rlim_cur: 0,

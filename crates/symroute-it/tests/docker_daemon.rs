@@ -20,7 +20,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -113,22 +112,8 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file));
-        let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
-        // SAFETY: runs in the forked child before exec; prctl and getppid are
-        // async-signal-safe and the error path allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                // If the test process dies without unwinding, the daemon gets
-                // SIGTERM (and shuts down as it would under systemd).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
+        // Killed with the test: SIGTERM, and it shuts down as under systemd.
+        common::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start {} daemon in ns {}: {e}", *BIN, ns.name()));

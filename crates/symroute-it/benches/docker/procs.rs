@@ -23,19 +23,19 @@ const BASELINE_SCRIPT: &str = concat!(
 );
 
 fn set_pdeathsig(cmd: &mut Command, group: bool) {
-    // SAFETY: runs in the forked child before exec; prctl and setpgid are
-    // async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            if group && libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if group {
+        // SAFETY: runs in the forked child before exec; setpgid is
+        // async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
+    crate::common::die_with_parent(cmd);
 }
 
 /// A process we started, ended by its pid (or its own process group) on

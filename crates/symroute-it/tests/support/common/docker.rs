@@ -53,7 +53,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -387,23 +386,8 @@ impl DockerLab {
         for var in DOCKER_ENV_VARS {
             cmd.env_remove(var);
         }
-        let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
-        // SAFETY: runs in the forked child before exec; prctl and getppid
-        // are async-signal-safe, and the error path allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                // SIGTERM when the spawning thread ends (the test process was
-                // killed): dockerd then stops its containers and containerd.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before prctl: do not outlive it.
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
+        // Killed with the test: dockerd then stops its containers and containerd.
+        super::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start {} in ns {}: {e}", *DOCKERD, self.ns.name()));

@@ -44,7 +44,6 @@ use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -255,23 +254,6 @@ impl std::fmt::Debug for EngineLab {
     }
 }
 
-fn pdeathsig(cmd: &mut Command) {
-    let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
-    // SAFETY: runs in the forked child before exec; prctl and getppid are
-    // async-signal-safe and the error path allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
 fn clean_env(cmd: &mut Command) {
     for var in DOCKER_ENV_VARS {
         cmd.env_remove(var);
@@ -432,7 +414,7 @@ impl EngineLab {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        pdeathsig(&mut cmd);
+        crate::common::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start the mount-namespace holder: {e}"));
@@ -558,7 +540,7 @@ impl EngineLab {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
-        pdeathsig(&mut cmd);
+        crate::common::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start {:?}: {e}", self.engine));
@@ -1568,7 +1550,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file));
-        pdeathsig(&mut cmd);
+        crate::common::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("start the daemon: {e}"));

@@ -426,3 +426,25 @@ pub fn target_tmpdir() -> PathBuf {
     std::fs::create_dir_all(&tmp).expect("create <target>/tmp");
     tmp
 }
+
+/// Make `cmd`'s process get SIGTERM when the thread that spawns it ends (the
+/// test process killed without unwinding), and not start at all if that
+/// already happened: an engine, a daemon or a helper never outlives its test.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
+    // SAFETY: runs in the forked child before exec; prctl and getppid are
+    // async-signal-safe and the error path allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: do not outlive it.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
