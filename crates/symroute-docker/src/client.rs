@@ -3,7 +3,7 @@
 //! types from [`crate::model`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
@@ -347,6 +347,21 @@ impl EngineApi for DockerClient {
                 what: format!("libpod network inspect {network}"),
                 message,
             })
+    }
+
+    async fn netns_folder(&self, engine: &EngineVersion) -> Option<PathBuf> {
+        if !engine.is_podman() {
+            return None;
+        }
+        let EngineHost::Unix(socket) = &self.host else {
+            return None;
+        };
+        // The process listening on the socket: Podman's service, or (socket
+        // activation) systemd, in the same root as the service it starts.
+        let stream = tokio::net::UnixStream::connect(socket).await.ok()?;
+        let cred = stream.peer_cred().ok()?;
+        let pid = u32::try_from(cred.pid()?).ok().filter(|p| *p > 0)?;
+        Some(crate::daemon::podman_netns_folder(pid, cred.uid()))
     }
 
     fn events(&self) -> BoxStream<'static, Result<Event, DockerError>> {

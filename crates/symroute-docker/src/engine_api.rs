@@ -12,6 +12,7 @@
 //! bollard type leaks into the daemon.
 
 use std::future::Future;
+use std::path::PathBuf;
 
 use futures_util::stream::BoxStream;
 use serde::Serialize;
@@ -77,6 +78,15 @@ pub trait EngineApi: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<String>, DockerError>> + Send {
         let _ = (network, engine);
         async { Ok(None) }
+    }
+
+    /// Where the engine creates its containers' network namespace files, as
+    /// this process reaches them, when the daemon should watch it for starts
+    /// sooner than the engine's events tell of them ([`crate::daemon`]'s
+    /// hint: Podman's). `None`: do not watch.
+    fn netns_folder(&self, engine: &EngineVersion) -> impl Future<Output = Option<PathBuf>> + Send {
+        let _ = engine;
+        async { None }
     }
 
     /// Container and network events from now on: start, die, destroy,

@@ -54,6 +54,8 @@ struct EngineState {
     inspect_delay: Duration,
     /// When each container was inspected.
     inspected: Vec<(String, Instant)>,
+    /// The namespace folder the engine says to watch (Podman's hint).
+    folder: Option<PathBuf>,
 }
 
 #[derive(Clone, Default)]
@@ -166,6 +168,10 @@ impl EngineApi for FakeEngine {
 
     async fn network(&self, id: &str) -> Result<NetworkInfo, DockerError> {
         Err(DockerError::NoSuchNetwork(id.to_string()))
+    }
+
+    async fn netns_folder(&self, _engine: &EngineVersion) -> Option<PathBuf> {
+        self.state().folder.clone()
     }
 
     fn events(&self) -> BoxStream<'static, Result<Event, DockerError>> {
@@ -1242,6 +1248,111 @@ async fn a_resync_keeps_the_handle_of_an_unchanged_container_and_reopens_a_chang
             metric(&m, "symroute_resync_duration_seconds_count"),
             metric(&m, "symroute_resyncs_total")
         );
+    })
+    .await;
+}
+
+/// A folder of the test's own, removed when dropped.
+struct TempFolder(PathBuf);
+
+impl TempFolder {
+    fn new(tag: &str) -> TempFolder {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!(
+            "symroute-daemon-fake-{tag}-{}-{n}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).expect("mkdir the test's folder");
+        TempFolder(p)
+    }
+}
+
+impl Drop for TempFolder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_file_in_the_engines_namespace_folder_converges_a_start_before_its_event() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("hint");
+    engine.state().folder = Some(folder.0.clone());
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let info = web("web1", 101);
+    let want = expected(&info, &ns.kernel());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        let lists = engine.state().lists;
+        // Podman: the namespace file appears, the start ends; no event yet.
+        engine.put(info.clone());
+        std::fs::write(folder.0.join("netns-0d1e"), b"").expect("create the namespace file");
+        until("rules in web1 without its event", || ns.tagged() == want).await;
+        assert_eq!(engine.state().lists, lists + 1, "one list per hint");
+        assert_eq!(metric(&m, "symroute_docker_events_total"), 0.0);
+        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
+        // The event, late: the container is converged already (no change).
+        engine.emit(EventKind::Start, "web1");
+        until("the late start handled", || {
+            metric(&m, "symroute_reconciles_total{outcome=\"unchanged\"}") >= 1.0
+        })
+        .await;
+        assert_eq!(
+            metric(&m, "symroute_reconciles_total{outcome=\"changed\"}"),
+            1.0
+        );
+        assert_eq!(ns.tagged(), want);
+        assert_eq!(ns.unlocked_changes.load(Ordering::SeqCst), 0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_inspects_only_running_containers_not_known_yet() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("known");
+    engine.state().folder = Some(folder.0.clone());
+    let ns1 = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let want1 = running_web(&engine, &ns1, "web1", 101);
+    // Left alone for its whole life: network mode host.
+    engine.put(container("hostnet", 102, NetworkMode::Host, vec![lan()]));
+    let ns3 = web_ns(&spaces, 3, "/proc/103/ns/net");
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("web1 converged by the first resync", || {
+            ns1.tagged() == want1
+        })
+        .await;
+        until("the first resync over", || {
+            engine.inspections("hostnet").len() == 1 && metric(&m, "symroute_resyncs_total") >= 1.0
+        })
+        .await;
+        let info3 = web("web3", 103);
+        let want3 = expected(&info3, &ns3.kernel());
+        engine.put(info3);
+        std::fs::write(folder.0.join("netns-3"), b"").expect("create the namespace file");
+        until("web3 converged on the hint", || ns3.tagged() == want3).await;
+        assert_eq!(
+            engine.inspections("web1").len(),
+            1,
+            "managed: not inspected again"
+        );
+        assert_eq!(
+            engine.inspections("hostnet").len(),
+            1,
+            "skipped: not inspected again"
+        );
+        assert_eq!(engine.inspections("web3").len(), 1);
+        // A file in a folder that is not there any more: the watch ends, the events remain.
+        std::fs::remove_dir_all(&folder.0).expect("remove the folder");
+        idle(Duration::from_millis(50)).await;
+        let ns4 = web_ns(&spaces, 4, "/proc/104/ns/net");
+        let info4 = web("web4", 104);
+        let want4 = expected(&info4, &ns4.kernel());
+        engine.put(info4);
+        engine.emit(EventKind::Start, "web4");
+        until("web4 converged on its event", || ns4.tagged() == want4).await;
+        assert_eq!(metric(&m, "symroute_errors_total"), 0.0);
     })
     .await;
 }

@@ -2,7 +2,7 @@
 //! its open namespace), the retry backoff of the ones that failed, and the
 //! inspect → decide → lock → snapshot → plan → apply of one container.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -63,6 +63,9 @@ pub(crate) struct Daemon<N: Namespaces> {
     pub(crate) clock: Arc<AtomicU64>,
     /// The clock when each container was last handled on the event path.
     pub(crate) touched: HashMap<String, u64>,
+    /// Running containers the policy leaves alone for their whole life
+    /// (network mode, label): a hint's list does not inspect them again.
+    pub(crate) skipped: HashSet<String>,
 }
 
 fn now_nanos() -> i64 {
@@ -93,6 +96,7 @@ impl<N: Namespaces> Daemon<N> {
             failures: HashMap::new(),
             clock: Arc::new(AtomicU64::new(0)),
             touched: HashMap::new(),
+            skipped: HashSet::new(),
         }
     }
 
@@ -170,6 +174,10 @@ impl<N: Namespaces> Daemon<N> {
         match decide(&info, self.opts.require_label) {
             Decision::Manage => {}
             Decision::Skip(reason) => {
+                // Network mode and labels do not change while it lives.
+                if info.running && info.pid.is_some() {
+                    self.skipped.insert(info.id.clone());
+                }
                 if self.managed.contains_key(&info.id) {
                     self.release(&info.id, &reason);
                 } else {
@@ -349,7 +357,34 @@ impl<N: Namespaces> Daemon<N> {
                 }
             }
             EventKind::Die => self.release(&e.container, "died"),
-            EventKind::Destroy => self.release(&e.container, "destroyed"),
+            EventKind::Destroy => {
+                self.skipped.remove(&e.container);
+                self.release(&e.container, "destroyed");
+            }
+        }
+    }
+
+    /// The engine's list, asked for because its namespace folder changed
+    /// ([`super::hint`]): converge every running container not known yet,
+    /// as its `start` event would.
+    pub(crate) async fn on_hint<A: EngineApi>(
+        &mut self,
+        api: &A,
+        listed: Result<Vec<String>, DockerError>,
+    ) {
+        let ids = match listed {
+            Ok(ids) => ids,
+            Err(e) => {
+                debug!(error = %e, "hint: cannot list containers; the events will tell");
+                return;
+            }
+        };
+        for id in ids {
+            if self.managed.contains_key(&id) || self.skipped.contains(&id) {
+                continue;
+            }
+            debug!(container = %short(&id), "hint: a start before its event");
+            self.reconcile(api, &id, None).await;
         }
     }
 

@@ -13,6 +13,7 @@ use tracing::{debug, error, info, trace, warn};
 
 use super::DaemonOptions;
 use super::container::Daemon;
+use super::hint::{self, FolderWatch, HintList};
 use super::metrics::Metrics;
 use super::namespaces::Namespaces;
 use super::resync;
@@ -69,19 +70,39 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
             }
         };
         backoff = RECONNECT_FIRST;
-        match api.version().await {
-            Ok(v) => info!(
-                socket = %api.endpoint(),
-                via = api.endpoint_source(),
-                engine = %v.name,
-                version = %v.version,
-                api = %v.api_version,
-                "connected to Docker"
-            ),
+        let version = match api.version().await {
+            Ok(v) => {
+                info!(
+                    socket = %api.endpoint(),
+                    via = api.endpoint_source(),
+                    engine = %v.name,
+                    version = %v.version,
+                    api = %v.api_version,
+                    "connected to Docker"
+                );
+                Some(v)
+            }
             Err(e) => {
                 info!(socket = %api.endpoint(), via = api.endpoint_source(), error = %e, "connected to Docker");
+                None
             }
-        }
+        };
+        // The engine's namespace folder (Podman: its events can come 250 ms late).
+        let folder = match &version {
+            Some(v) => api.netns_folder(v).await,
+            None => None,
+        };
+        let mut watch = folder.as_deref().and_then(|f| match FolderWatch::new(f) {
+            Ok(w) => {
+                info!(folder = %f.display(), "watching the engine's namespace folder for starts");
+                Some(w)
+            }
+            Err(e) => {
+                debug!(folder = %f.display(), error = %e, "cannot watch the engine's namespace folder; starts are seen from events");
+                None
+            }
+        });
+        let mut hints = HintList::default();
         // After the line that says so: whoever sees the gauge at 1 finds it.
         metrics.set_connected(true);
         // The messages say "Docker" for Podman too (the engine field tells
@@ -142,6 +163,19 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                     let _work = path.begin();
                     d.reconcile(&api, &id, None).await;
                 }
+                changed = hint::next(&watch) => {
+                    if let Ok(true) = changed {
+                        hints.hint(&api);
+                    } else {
+                        let folder = watch.as_ref().map(|w| w.path().display().to_string());
+                        debug!(folder = ?folder, "the engine's namespace folder is gone; starts are seen from events");
+                        watch = None;
+                    }
+                }
+                listed = hints.answer(&api) => {
+                    let _work = path.begin();
+                    d.on_hint(&api, listed).await;
+                }
                 msg = resync::next(&mut resync) => {
                     let more = msg.is_some_and(|m| d.on_resync(m));
                     if !more {
@@ -149,6 +183,14 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                     }
                 }
                 _ = tick.tick() => {
+                    // A folder that did not exist yet (no container started since boot).
+                    if watch.is_none()
+                        && let Some(f) = folder.as_deref()
+                        && let Ok(w) = FolderWatch::new(f)
+                    {
+                        info!(folder = %f.display(), "watching the engine's namespace folder for starts");
+                        watch = Some(w);
+                    }
                     if resync.is_some() {
                         trace!("periodic resync: the previous one is still running");
                     } else {

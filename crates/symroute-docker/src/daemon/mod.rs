@@ -19,12 +19,14 @@
 //!
 //! - [`container`]: per-container state, retry backoff, reconcile/converge;
 //! - [`resync`]: the periodic resync against the engine's list, off the event path;
+//! - [`hint`]: starts learnt from the engine's namespace folder before its event (Podman);
 //! - [`namespaces`]: the namespace seam and its Linux implementation;
 //! - [`watch`]: link, address, rule and route notifications of one namespace;
 //! - [`metrics`]: the Prometheus metrics; [`http`]: their HTTP endpoint.
 
 mod container;
 mod event_loop;
+mod hint;
 mod http;
 mod metrics;
 mod namespaces;
@@ -44,6 +46,7 @@ use symroute_core::settings::Settings;
 
 pub use container::{BUSY_RETRY, LOCK_WAIT, RETRY_FIRST, RETRY_MAX, retry_delay};
 pub use event_loop::{RECONNECT_FIRST, RECONNECT_MAX};
+pub use hint::podman_netns_folder;
 pub use metrics::{CONTENT_TYPE, LATENCY_BUCKETS, Metrics};
 pub use namespaces::{LinuxHandle, LinuxNamespaces, Namespaces, NsAccessError, NsHandle};
 pub use resync::{MAX_YIELD, QUIET};

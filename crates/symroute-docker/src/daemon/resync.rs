@@ -227,6 +227,9 @@ impl<N: Namespaces> Daemon<N> {
                 for id in gone {
                     self.release(&id, "no longer running");
                 }
+                let touched = &self.touched;
+                self.skipped
+                    .retain(|k| running.contains(k) || touched.get(k).is_some_and(|t| *t > at));
                 // Touches up to `at` cannot make this or any later answer stale.
                 self.touched.retain(|_, t| *t > at);
                 true

@@ -1,0 +1,267 @@
+//! Starts seen before the engine's event: the engine's network namespace
+//! folder, watched with inotify.
+//!
+//! Podman's events can reach a subscriber up to 250 ms after the fact: with
+//! its file events backend (the one there is without systemd) the service
+//! follows its own events file by polling it every 250 ms. But Podman
+//! creates a container's namespace file (`/run/netns/netns-<uuid>`) at the
+//! beginning of the start, under the container's lock, and its container
+//! list takes each container's lock. So when a file appears in that folder
+//! the daemon asks for the list at once; the answer comes the moment the
+//! start is over (the event already written, not yet delivered), and the
+//! daemon handles every running container it does not know yet, as it
+//! would on that container's `start`. The event, when it comes, finds the
+//! container converged (one inspect, a no-op apply).
+//!
+//! Only a hint: nothing in the folder is read but the fact that it changed
+//! (a file's name or content tells the daemon nothing it trusts), and a
+//! list that shows nothing new costs one request. The folder is the
+//! engine's as the engine sees it: its API socket's peer process
+//! (`SO_PEERCRED`) gives the engine's `/proc/<pid>/root`, so an engine in
+//! a mount namespace or a chroot of its own is followed too.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::client::DockerError;
+use crate::engine_api::EngineApi;
+
+/// The folder where an engine whose API socket's listener is process `pid`
+/// of user `uid` creates its containers' namespace files, as this process
+/// can reach it: Podman's (netavark's and its CNI backend's) `/run/netns`
+/// when rootful, `$XDG_RUNTIME_DIR/netns` (`/run/user/<uid>/netns`) when
+/// rootless, under the process's root.
+pub fn podman_netns_folder(pid: u32, uid: u32) -> PathBuf {
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    if uid == 0 {
+        root.join("run/netns")
+    } else {
+        root.join(format!("run/user/{uid}/netns"))
+    }
+}
+
+/// An inotify watch on one folder: files created in it or moved into it.
+pub(crate) struct FolderWatch {
+    fd: AsyncFd<OwnedFd>,
+    path: PathBuf,
+}
+
+impl FolderWatch {
+    /// Watch `path` (a folder; a symlink to one is not followed).
+    pub(crate) fn new(path: &Path) -> io::Result<FolderWatch> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in the path"))?;
+        // SAFETY: plain syscalls; the descriptor is owned right away.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mask = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ONLYDIR | libc::IN_DONT_FOLLOW;
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), mask) };
+        if wd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the OwnedFd keeps its descriptor open for its whole life
+        // and always returns the same one from as_raw_fd.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+        Ok(FolderWatch {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Wait for the next change and read everything pending. `Ok(false)`:
+    /// the folder itself is gone (or the watch was dropped by the kernel):
+    /// stop watching it.
+    pub(crate) async fn changed(&self) -> io::Result<bool> {
+        // Room for many events; their contents are not used beyond the mask.
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut alive = true;
+            let mut got = false;
+            loop {
+                // SAFETY: reading into a buffer we own, of its own length.
+                let n = unsafe {
+                    libc::read(
+                        self.fd.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                    )
+                };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        guard.clear_ready();
+                        break;
+                    }
+                    return Err(e);
+                }
+                let n = usize::try_from(n).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got = true;
+                alive &= !removed(&buf[..n.min(buf.len())]);
+            }
+            if !alive {
+                return Ok(false);
+            }
+            if got {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// Whether a read of inotify events says the watch is over (`IN_IGNORED`:
+/// the folder was deleted or unmounted). `struct inotify_event` is wd (4),
+/// mask (4), cookie (4), len (4), then `len` bytes of name.
+fn removed(mut buf: &[u8]) -> bool {
+    const HDR: usize = 16;
+    while buf.len() >= HDR {
+        let mask = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let len = u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]);
+        if mask & (libc::IN_IGNORED | libc::IN_UNMOUNT | libc::IN_DELETE_SELF) != 0 {
+            return true;
+        }
+        let step = HDR.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+        if step > buf.len() {
+            break;
+        }
+        buf = &buf[step..];
+    }
+    false
+}
+
+/// The engine's answer to a list.
+type Listed = Result<Vec<String>, DockerError>;
+
+/// The list asked for after a hint: at most one in flight; a hint that
+/// comes while it is asks for one more when it ends (the list in flight
+/// may have been answered before that start began).
+#[derive(Default)]
+pub(crate) struct HintList {
+    running: Option<(JoinHandle<()>, oneshot::Receiver<Listed>)>,
+    again: bool,
+}
+
+impl Drop for HintList {
+    fn drop(&mut self) {
+        if let Some((task, _)) = &self.running {
+            task.abort();
+        }
+    }
+}
+
+impl HintList {
+    /// A hint came: list now, or once the list in flight is answered.
+    pub(crate) fn hint<A: EngineApi>(&mut self, api: &A) {
+        if self.running.is_some() {
+            self.again = true;
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let api = api.clone();
+        let task = tokio::spawn(async move {
+            let _ = tx.send(api.running().await);
+        });
+        self.running = Some((task, rx));
+    }
+
+    /// The answer of the list in flight (pending forever when none is);
+    /// a queued hint is asked for next.
+    pub(crate) async fn answer<A: EngineApi>(
+        &mut self,
+        api: &A,
+    ) -> Result<Vec<String>, DockerError> {
+        let got = match &mut self.running {
+            Some((_, rx)) => rx.await,
+            None => std::future::pending().await,
+        };
+        self.running = None;
+        if std::mem::take(&mut self.again) {
+            self.hint(api);
+        }
+        got.unwrap_or_else(|_| {
+            Err(DockerError::Engine {
+                what: "list containers".into(),
+                message: "the list task ended".into(),
+            })
+        })
+    }
+}
+
+/// The next change of `watch`, pending forever when there is none.
+pub(crate) async fn next(watch: &Option<FolderWatch>) -> io::Result<bool> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(mask: u32, name: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(name.len()).unwrap_or(0);
+        let mut v = Vec::new();
+        v.extend_from_slice(&1i32.to_ne_bytes());
+        v.extend_from_slice(&mask.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(&len.to_ne_bytes());
+        v.extend_from_slice(name);
+        v
+    }
+
+    #[test]
+    fn folder_of_rootful_and_rootless_podman() {
+        assert_eq!(
+            podman_netns_folder(42, 0),
+            PathBuf::from("/proc/42/root/run/netns")
+        );
+        assert_eq!(
+            podman_netns_folder(7, 1000),
+            PathBuf::from("/proc/7/root/run/user/1000/netns")
+        );
+    }
+
+    #[test]
+    fn a_created_file_is_not_the_end_of_the_watch_an_ignored_one_is() {
+        let mut created = event(libc::IN_CREATE, b"netns-1\0\0\0\0\0\0\0\0\0");
+        assert!(!removed(&created));
+        created.extend(event(libc::IN_IGNORED, b""));
+        assert!(removed(&created));
+        assert!(removed(&event(libc::IN_DELETE_SELF, b"")));
+        // A truncated event is not read past its end.
+        let mut cut = event(libc::IN_CREATE, b"netns-2\0");
+        cut.truncate(20);
+        assert!(!removed(&cut));
+    }
+
+    #[tokio::test]
+    async fn a_file_created_in_the_folder_wakes_the_watch() {
+        let dir = std::env::temp_dir().join(format!("symroute-hint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let w = FolderWatch::new(&dir).expect("watch");
+        std::fs::write(dir.join("netns-abc"), b"").expect("create");
+        assert!(w.changed().await.expect("changed"));
+        std::fs::remove_dir_all(&dir).expect("rm");
+        assert!(!w.changed().await.expect("changed"));
+    }
+}
