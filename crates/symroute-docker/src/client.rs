@@ -349,6 +349,15 @@ impl EngineApi for DockerClient {
             })
     }
 
+    async fn recent_running(&self, limit: usize) -> Result<Vec<String>, DockerError> {
+        crate::libpod::recent_running(&self.host, limit)
+            .await
+            .map_err(|message| DockerError::Engine {
+                what: "list the newest containers".into(),
+                message,
+            })
+    }
+
     async fn netns_folder(&self, engine: &EngineVersion) -> Option<PathBuf> {
         if !engine.is_podman() {
             return None;

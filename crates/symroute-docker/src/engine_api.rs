@@ -59,6 +59,17 @@ pub trait EngineApi: Clone + Send + Sync + 'static {
     /// Ids of the running containers.
     fn running(&self) -> impl Future<Output = Result<Vec<String>, DockerError>> + Send;
 
+    /// Ids of the running containers among the `limit` most recently
+    /// created: what the daemon asks when the engine's namespace folder
+    /// changed ([`EngineApi::netns_folder`]). By default all running ones.
+    fn recent_running(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, DockerError>> + Send {
+        let _ = limit;
+        self.running()
+    }
+
     /// Inspect a container by name or id; [`DockerError::NoSuchContainer`]
     /// when the engine does not know it (any more).
     fn inspect(&self, id: &str) -> impl Future<Output = Result<ContainerInfo, DockerError>> + Send;

@@ -1,9 +1,14 @@
-//! The one thing symroute asks of Podman's own (libpod) API: the host-side
-//! interface of a network (`network_interface` of
-//! `GET /v{version}/libpod/networks/{name}/json`: netavark's bridge, e.g.
-//! `podman1`, or a macvlan's parent). The Engine-compatible network inspect
-//! leaves it out (its `Options` are empty). bollard has no libpod calls, so
-//! this is a plain HTTP/1.0 GET on the same socket.
+//! Two things symroute asks of Podman beyond what bollard does:
+//!
+//! - the host-side interface of a network, from Podman's own (libpod) API
+//!   (`network_interface` of `GET /v{version}/libpod/networks/{name}/json`:
+//!   netavark's bridge, e.g. `podman1`, or a macvlan's parent). The
+//!   Engine-compatible network inspect leaves it out (its `Options` are empty);
+//! - the newest containers and their states (`GET /containers/json?all=true&limit=N`),
+//!   read loosely: Podman's states include some (`configured`, `stopped`,
+//!   `initialized`) that bollard's strict enum refuses, and the whole list with it.
+//!
+//! Plain HTTP/1.0 GETs on the same socket.
 
 use std::time::Duration;
 
@@ -76,7 +81,16 @@ fn body(answer: &[u8]) -> Result<serde_json::Value, String> {
 
 /// GET `path` from the engine at `host`, as JSON.
 async fn get(host: &EngineHost, path: &str) -> Result<serde_json::Value, String> {
-    let answer = tokio::time::timeout(TIMEOUT, async {
+    get_within(host, path, TIMEOUT).await
+}
+
+/// [`get`], waiting up to `timeout` for the answer.
+async fn get_within(
+    host: &EngineHost,
+    path: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
+    let answer = tokio::time::timeout(timeout, async {
         match host {
             EngineHost::Unix(p) => {
                 exchange(
@@ -120,6 +134,38 @@ pub(crate) async fn network_interface(
         .map(str::to_string))
 }
 
+/// How long a list of the newest containers may take: Podman answers it
+/// only when the start it waits for (the container's lock) is over.
+const RECENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The ids of the running containers among the `limit` most recently
+/// created ones (Engine-compatible list, `all=true&limit=N`: Podman sorts
+/// by creation time and converts only those, each under its lock).
+pub(crate) async fn recent_running(host: &EngineHost, limit: usize) -> Result<Vec<String>, String> {
+    let v = get_within(
+        host,
+        &format!("/containers/json?all=true&limit={limit}"),
+        RECENT_TIMEOUT,
+    )
+    .await?;
+    running_ids(&v)
+}
+
+/// The `Id`s of the entries whose `State` is `running`; an id that is not
+/// a plain engine id (ASCII letters and digits, at most 128) is left out.
+fn running_ids(v: &serde_json::Value) -> Result<Vec<String>, String> {
+    let list = v.as_array().ok_or("the container list is not an array")?;
+    Ok(list
+        .iter()
+        .filter(|c| c.get("State").and_then(|s| s.as_str()) == Some("running"))
+        .filter_map(|c| c.get("Id").and_then(|i| i.as_str()))
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+        .map(str::to_string)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +185,24 @@ mod tests {
         assert!(body(missing).is_err_and(|e| e.contains("404")));
         assert!(valid_name("zlan") && valid_name("app_default.1"));
         assert!(!valid_name("../x") && !valid_name("") && !valid_name("a b"));
+    }
+
+    #[test]
+    fn running_ids_reads_podman_states_bollard_refuses() {
+        let v = serde_json::json!([
+            {"Id": "a1", "State": "running"},
+            {"Id": "b2", "State": "configured"},
+            {"Id": "c3", "State": "stopped"},
+            {"Id": "d4", "State": "initialized"},
+            {"Id": "../e5", "State": "running"},
+            {"Id": "", "State": "running"},
+            {"State": "running"},
+            {"Id": "f6", "State": "running", "Names": ["/x"]}
+        ]);
+        assert_eq!(
+            running_ids(&v),
+            Ok(vec!["a1".to_string(), "f6".to_string()])
+        );
+        assert!(running_ids(&serde_json::json!({"message": "no"})).is_err());
     }
 }

@@ -218,6 +218,88 @@ fn service_restart(engine: Engine) {
     );
 }
 
+/// Podman's events come 0-250 ms late (its file backend is polled): the daemon watches the
+/// service's namespace folder and converges a start when it ends. Of five starts, at least
+/// one is converged before its `start` event reaches the daemon (without the watch: none
+/// ever is; with it, an event wins the race only when Podman's poll falls in the few ms
+/// between the start's end and the list's answer).
+fn starts_are_seen_from_the_namespace_folder(engine: Engine) {
+    let mut c = RecipeC::build(engine);
+    let d = Daemon::start(&c.lab, &[]);
+    let watching = d.wait_logged("watching the engine's namespace folder for starts");
+    let folder = watching["folder"]
+        .as_str()
+        .or_else(|| watching["fields"]["folder"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        folder,
+        format!("/proc/{}/root/run/netns", c.lab.service_pid()),
+        "the service's own /run/netns, through its root: {watching}"
+    );
+    let mut ids = Vec::new();
+    for (i, name) in ["h1", "h2", "h3", "h4", "h5"].into_iter().enumerate() {
+        let lan = Ipv4Addr::new(192, 0, 2, 60 + u8::try_from(i).unwrap_or(0));
+        let id = c.run_both(name, lan, &format!("hello from {name}"), &[]);
+        let id = id.trim().to_string();
+        wait_rules(&c.lab, name, &[lan, app_ip(&c, name)]);
+        ids.push((name, id));
+    }
+    let lines = d.lines();
+    let field = |l: &serde_json::Value, k: &str| -> String {
+        l[k].as_str()
+            .or_else(|| l["fields"][k].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut early = Vec::new();
+    for (name, id) in &ids {
+        let converged = lines
+            .iter()
+            .position(|l| field(l, "message") == "converged" && field(l, "container") == *name);
+        let event = lines.iter().position(|l| {
+            field(l, "message") == "event received"
+                && field(l, "kind") == "Start"
+                && field(l, "container") == *id
+        });
+        eprintln!(
+            "{}: {name} converged at log line {converged:?}, its start event at {event:?}",
+            engine.name()
+        );
+        let converged = converged.unwrap_or_else(|| panic!("{name} was never converged"));
+        let event = event.unwrap_or_else(|| panic!("{name}'s start event ({id}) never came"));
+        if converged < event {
+            early.push(*name);
+        }
+    }
+    assert!(
+        !early.is_empty(),
+        "{}: no start converged before its event; the log:\n{}",
+        engine.name(),
+        d.lines()
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let problems = d.problems();
+    assert!(
+        problems.is_empty(),
+        "daemon warnings/errors:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn podman43_starts_are_seen_from_the_namespace_folder_before_their_events() {
+    starts_are_seen_from_the_namespace_folder(Engine::Podman43);
+}
+
+#[test]
+fn podman58_starts_are_seen_from_the_namespace_folder_before_their_events() {
+    starts_are_seen_from_the_namespace_folder(Engine::Podman58);
+}
+
 #[test]
 fn podman43_daemon_makes_recipe_c_reachable_and_follows_a_later_start() {
     converges_and_later_start(Engine::Podman43);

@@ -10,7 +10,10 @@
 //! the daemon asks for the list at once; the answer comes the moment the
 //! start is over (the event already written, not yet delivered), and the
 //! daemon handles every running container it does not know yet, as it
-//! would on that container's `start`. The event, when it comes, finds the
+//! would on that container's `start`. The list is of the [`RECENT`] newest
+//! containers only (Podman converts only those; a whole list of 200 took
+//! it 50-100 ms): a container created long before its start (a restart) is
+//! left to its event. The event, when it comes, finds the
 //! container converged (one inspect, a no-op apply).
 //!
 //! Only a hint: nothing in the folder is read but the fact that it changed
@@ -148,6 +151,11 @@ fn removed(mut buf: &[u8]) -> bool {
     false
 }
 
+/// How many of the newest containers a hint's list asks about: Podman
+/// converts only those (each under its lock; the one starting is the
+/// newest, or among the newest of a burst), not all it has.
+pub const RECENT: usize = 8;
+
 /// The engine's answer to a list.
 type Listed = Result<Vec<String>, DockerError>;
 
@@ -178,7 +186,7 @@ impl HintList {
         let (tx, rx) = oneshot::channel();
         let api = api.clone();
         let task = tokio::spawn(async move {
-            let _ = tx.send(api.running().await);
+            let _ = tx.send(api.recent_running(RECENT).await);
         });
         self.running = Some((task, rx));
     }
