@@ -49,6 +49,12 @@ pub fn podman_netns_folder(pid: u32, uid: u32) -> PathBuf {
     }
 }
 
+fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// An inotify watch on one folder: files created in it or moved into it.
 pub(crate) struct FolderWatch {
     fd: AsyncFd<OwnedFd>,
@@ -166,6 +172,9 @@ type Listed = Result<Vec<String>, DockerError>;
 pub(crate) struct HintList {
     running: Option<(JoinHandle<()>, oneshot::Receiver<Listed>)>,
     again: bool,
+    /// When the list in flight was asked for (CLOCK_REALTIME ns), and when
+    /// the hint that asked for it came.
+    asked_ns: i64,
 }
 
 impl Drop for HintList {
@@ -177,6 +186,11 @@ impl Drop for HintList {
 }
 
 impl HintList {
+    /// Whether a list is in flight.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.running.is_some()
+    }
+
     /// A hint came: list now, or once the list in flight is answered.
     pub(crate) fn hint<A: EngineApi>(&mut self, api: &A) {
         if self.running.is_some() {
@@ -184,6 +198,7 @@ impl HintList {
             return;
         }
         let (tx, rx) = oneshot::channel();
+        self.asked_ns = unix_nanos();
         let api = api.clone();
         let task = tokio::spawn(async move {
             let _ = tx.send(api.recent_running(RECENT).await);
@@ -191,26 +206,25 @@ impl HintList {
         self.running = Some((task, rx));
     }
 
-    /// The answer of the list in flight (pending forever when none is);
-    /// a queued hint is asked for next.
-    pub(crate) async fn answer<A: EngineApi>(
-        &mut self,
-        api: &A,
-    ) -> Result<Vec<String>, DockerError> {
+    /// The answer of the list in flight (pending forever when none is),
+    /// with when it was asked for; a queued hint is asked for next.
+    pub(crate) async fn answer<A: EngineApi>(&mut self, api: &A) -> (Listed, i64) {
         let got = match &mut self.running {
             Some((_, rx)) => rx.await,
             None => std::future::pending().await,
         };
         self.running = None;
+        let asked = self.asked_ns;
         if std::mem::take(&mut self.again) {
             self.hint(api);
         }
-        got.unwrap_or_else(|_| {
+        let got = got.unwrap_or_else(|_| {
             Err(DockerError::Engine {
                 what: "list containers".into(),
                 message: "the list task ended".into(),
             })
-        })
+        });
+        (got, asked)
     }
 }
 
