@@ -3,7 +3,7 @@
 //! types from [`crate::model`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bollard::Docker;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde::Serialize;
 
+use crate::daemon::NetnsFolder;
 use crate::engine_api::{Connector, EngineApi, EngineVersion};
 use crate::host::{self, EngineHost, HostSource, PODMAN_SOCKET};
 use crate::model::{ContainerInfo, InspectError};
@@ -358,19 +359,33 @@ impl EngineApi for DockerClient {
             })
     }
 
-    async fn netns_folder(&self, engine: &EngineVersion) -> Option<PathBuf> {
+    async fn netns_folder(&self, engine: &EngineVersion) -> Option<Result<NetnsFolder, String>> {
         if !engine.is_podman() {
             return None;
         }
         let EngineHost::Unix(socket) = &self.host else {
-            return None;
+            return Some(Err("the engine is reached over TCP".into()));
         };
         // The process listening on the socket: Podman's service, or (socket
         // activation) systemd, in the same root as the service it starts.
-        let stream = tokio::net::UnixStream::connect(socket).await.ok()?;
-        let cred = stream.peer_cred().ok()?;
-        let pid = u32::try_from(cred.pid()?).ok().filter(|p| *p > 0)?;
-        Some(crate::daemon::podman_netns_folder(pid, cred.uid()))
+        let cred = match tokio::net::UnixStream::connect(socket).await {
+            Ok(stream) => stream.peer_cred(),
+            Err(e) => return Some(Err(format!("{socket}: {e}"))),
+        };
+        let cred = match cred {
+            Ok(c) => c,
+            Err(e) => return Some(Err(format!("{socket}: SO_PEERCRED: {e}"))),
+        };
+        let Some(pid) = cred
+            .pid()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0)
+        else {
+            return Some(Err(format!(
+                "{socket}: its listener is in another pid namespace"
+            )));
+        };
+        Some(NetnsFolder::of_listener(pid, cred.uid()))
     }
 
     fn events(&self) -> BoxStream<'static, Result<Event, DockerError>> {

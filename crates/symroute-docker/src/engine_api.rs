@@ -12,12 +12,12 @@
 //! bollard type leaks into the daemon.
 
 use std::future::Future;
-use std::path::PathBuf;
 
 use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 use crate::client::{DockerError, Event, NetworkInfo};
+use crate::daemon::NetnsFolder;
 use crate::model::ContainerInfo;
 
 /// Which engine answers, from `GET /version`.
@@ -91,11 +91,14 @@ pub trait EngineApi: Clone + Send + Sync + 'static {
         async { Ok(None) }
     }
 
-    /// Where the engine creates its containers' network namespace files, as
-    /// this process reaches them, when the daemon should watch it for starts
-    /// sooner than the engine's events tell of them ([`crate::daemon`]'s
-    /// hint: Podman's). `None`: do not watch.
-    fn netns_folder(&self, engine: &EngineVersion) -> impl Future<Output = Option<PathBuf>> + Send {
+    /// Where the engine creates its containers' network namespace files, when
+    /// the daemon should watch it for starts sooner than the engine's events
+    /// tell of them ([`crate::daemon`]'s hint: Podman's). `None`: not for
+    /// this engine; `Some(Err(why))`: it would be, but cannot be followed.
+    fn netns_folder(
+        &self,
+        engine: &EngineVersion,
+    ) -> impl Future<Output = Option<Result<NetnsFolder, String>>> + Send {
         let _ = engine;
         async { None }
     }

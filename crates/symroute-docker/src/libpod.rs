@@ -40,6 +40,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         .read_to_end(&mut out)
         .await
         .map_err(|e| e.to_string())?;
+    if out.len() as u64 >= MAX_ANSWER {
+        return Err(format!("the answer is larger than {MAX_ANSWER} bytes"));
+    }
     Ok(out)
 }
 

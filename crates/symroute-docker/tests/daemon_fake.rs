@@ -27,7 +27,8 @@ use symroute_core::model::{IfAddr, Link, Route, Rule};
 use symroute_core::ownership::{Space, classify};
 use symroute_core::settings::Settings;
 use symroute_docker::daemon::{
-    self, DaemonOptions, Metrics, Namespaces, NsAccessError, NsHandle, QUIET, RECONNECT_FIRST,
+    self, DaemonOptions, Metrics, Namespaces, NetnsFolder, NsAccessError, NsHandle, QUIET,
+    RECONNECT_FIRST,
 };
 use symroute_docker::model::{Attachment, ContainerInfo, NetworkMode};
 use symroute_docker::{
@@ -170,8 +171,8 @@ impl EngineApi for FakeEngine {
         Err(DockerError::NoSuchNetwork(id.to_string()))
     }
 
-    async fn netns_folder(&self, _engine: &EngineVersion) -> Option<PathBuf> {
-        self.state().folder.clone()
+    async fn netns_folder(&self, _engine: &EngineVersion) -> Option<Result<NetnsFolder, String>> {
+        self.state().folder.clone().map(|f| Ok(NetnsFolder::at(f)))
     }
 
     fn events(&self) -> BoxStream<'static, Result<Event, DockerError>> {
@@ -1343,16 +1344,60 @@ async fn a_hint_inspects_only_running_containers_not_known_yet() {
             "skipped: not inspected again"
         );
         assert_eq!(engine.inspections("web3").len(), 1);
-        // A file in a folder that is not there any more: the watch ends, the events remain.
+        assert_eq!(metric(&m, "symroute_errors_total"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_namespace_folder_that_goes_away_is_watched_again_at_the_next_resync() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("again");
+    engine.state().folder = Some(folder.0.clone());
+    let ns4 = web_ns(&spaces, 4, "/proc/104/ns/net");
+    let ns5 = web_ns(&spaces, 5, "/proc/105/ns/net");
+    let opts = DaemonOptions {
+        resync_interval: Duration::from_secs(5),
+        ..options()
+    };
+    with_daemon(opts, &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        // The folder goes (Podman's /run/netns on a reboot-less cleanup) and comes back.
         std::fs::remove_dir_all(&folder.0).expect("remove the folder");
         idle(Duration::from_millis(50)).await;
-        let ns4 = web_ns(&spaces, 4, "/proc/104/ns/net");
+        std::fs::create_dir_all(&folder.0).expect("make the folder again");
+        let lists = engine.state().lists;
         let info4 = web("web4", 104);
         let want4 = expected(&info4, &ns4.kernel());
         engine.put(info4);
-        engine.emit(EventKind::Start, "web4");
-        until("web4 converged on its event", || ns4.tagged() == want4).await;
-        assert_eq!(metric(&m, "symroute_errors_total"), 0.0);
+        std::fs::write(folder.0.join("netns-4"), b"").expect("create the namespace file");
+        idle(Duration::from_secs(1)).await;
+        assert_eq!(
+            engine.state().lists,
+            lists,
+            "the old watch ended with its folder: no hint from the new one yet"
+        );
+        assert!(
+            ns4.tagged().0.is_empty(),
+            "web4 is not converged before the resync"
+        );
+        // The periodic resync (5 s here) converges web4 and watches the new folder.
+        until("web4 converged by the resync", || ns4.tagged() == want4).await;
+        let info5 = web("web5", 105);
+        let want5 = expected(&info5, &ns5.kernel());
+        engine.put(info5);
+        let resyncs = metric(&m, "symroute_resyncs_total");
+        std::fs::write(folder.0.join("netns-5"), b"").expect("create the namespace file");
+        until("web5 converged on the new folder's hint", || {
+            ns5.tagged() == want5
+        })
+        .await;
+        assert_eq!(
+            metric(&m, "symroute_resyncs_total"),
+            resyncs,
+            "by the hint, not by another resync"
+        );
+        assert_eq!(metric(&m, "symroute_docker_events_total"), 0.0);
     })
     .await;
 }

@@ -232,10 +232,17 @@ fn starts_are_seen_from_the_namespace_folder(engine: Engine) {
         .or_else(|| watching["fields"]["folder"].as_str())
         .unwrap_or_default()
         .to_string();
+    // /proc/self/fd/N/root/run/netns, N an open /proc/<service pid>.
+    let fd = folder
+        .strip_prefix("/proc/self/fd/")
+        .and_then(|r| r.strip_suffix("/root/run/netns"))
+        .unwrap_or_else(|| panic!("the service's /run/netns through its root: {watching}"));
+    let held = std::fs::read_link(format!("/proc/{}/fd/{fd}", d.pid))
+        .unwrap_or_else(|e| panic!("the daemon's fd {fd}: {e}"));
     assert_eq!(
-        folder,
-        format!("/proc/{}/root/run/netns", c.lab.service_pid()),
-        "the service's own /run/netns, through its root: {watching}"
+        held,
+        std::path::PathBuf::from(format!("/proc/{}", c.lab.service_pid())),
+        "the daemon holds the service's /proc folder"
     );
     let mut ids = Vec::new();
     for (i, name) in ["h1", "h2", "h3", "h4", "h5"].into_iter().enumerate() {

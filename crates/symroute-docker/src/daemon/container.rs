@@ -313,7 +313,9 @@ impl<N: Namespaces> Daemon<N> {
             Outcome::Changed
         };
         self.metrics.reconcile(outcome);
-        if let Some(t) = since.filter(|t| *t > 0) {
+        // Only what changed something: an event that finds its container
+        // converged already (by a hint) measures the engine's delivery.
+        if let Some(t) = since.filter(|t| *t > 0 && !rep.ops.is_empty()) {
             let lat = u64::try_from(now_nanos().saturating_sub(t)).unwrap_or(0);
             self.metrics.latency(Duration::from_nanos(lat));
         }
@@ -380,7 +382,11 @@ impl<N: Namespaces> Daemon<N> {
             }
         };
         for id in ids {
-            if self.managed.contains_key(&id) || self.skipped.contains(&id) {
+            // Known, left alone, or failing (its retry is scheduled already).
+            if self.managed.contains_key(&id)
+                || self.skipped.contains(&id)
+                || self.failures.contains_key(&id)
+            {
                 continue;
             }
             debug!(container = %short(&id), "hint: a start before its event");

@@ -1,6 +1,7 @@
 //! The daemon's one loop: connect (with backoff), subscribe to events, then
-//! resync, and from then on act on events, kernel notifications, retries and
-//! the periodic resync until the engine goes away (reconnect) or shutdown.
+//! resync, and from then on act on events, kernel notifications, retries,
+//! hints (Podman's namespace folder, [`super::hint`]) and the periodic
+//! resync until the engine goes away (reconnect) or shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -92,13 +93,21 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
             Some(v) => api.netns_folder(v).await,
             None => None,
         };
-        let mut watch = folder.as_deref().and_then(|f| match FolderWatch::new(f) {
+        let folder = match folder {
+            Some(Ok(f)) => Some(f),
+            Some(Err(why)) => {
+                info!(reason = %why, "not watching the engine's namespace folder; starts are seen from its events");
+                None
+            }
+            None => None,
+        };
+        let mut watch = folder.as_ref().and_then(|f| match FolderWatch::new(f.path()) {
             Ok(w) => {
-                info!(folder = %f.display(), "watching the engine's namespace folder for starts");
+                info!(folder = %f.path().display(), "watching the engine's namespace folder for starts");
                 Some(w)
             }
             Err(e) => {
-                debug!(folder = %f.display(), error = %e, "cannot watch the engine's namespace folder; starts are seen from events");
+                info!(folder = %f.path().display(), error = %e, "cannot watch the engine's namespace folder yet; looked for again at each resync");
                 None
             }
         });
@@ -170,15 +179,6 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                     let _work = path.begin();
                     d.reconcile(&api, &id, None).await;
                 }
-                changed = hint::next(&watch) => {
-                    if let Ok(true) = changed {
-                        hints.hint(&api);
-                    } else {
-                        let folder = watch.as_ref().map(|w| w.path().display().to_string());
-                        debug!(folder = ?folder, "the engine's namespace folder is gone; starts are seen from events");
-                        watch = None;
-                    }
-                }
                 (listed, asked_unix_ns) = hints.answer(&api) => {
                     let _work = path.begin();
                     // When the hint's list was asked for and answered (benchmarks read it).
@@ -190,6 +190,20 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                     );
                     d.on_hint(&api, listed).await;
                 }
+                // Not read while a list is already due: nothing more to learn there,
+                // and a folder that changes without end cannot starve the rest.
+                changed = hint::next(&watch), if !hints.queued() => match changed {
+                    Ok(true) => hints.hint(&api),
+                    Ok(false) => {
+                        info!("the engine's namespace folder is gone; looked for again at each resync");
+                        watch = None;
+                    }
+                    Err(e) => {
+                        metrics.error();
+                        warn!(error = %e, "cannot read the engine's namespace folder's changes; looked for again at each resync");
+                        watch = None;
+                    }
+                },
                 msg = resync::next(&mut resync) => {
                     let more = msg.is_some_and(|m| d.on_resync(m));
                     if !more {
@@ -199,10 +213,10 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 _ = tick.tick() => {
                     // A folder that did not exist yet (no container started since boot).
                     if watch.is_none()
-                        && let Some(f) = folder.as_deref()
-                        && let Ok(w) = FolderWatch::new(f)
+                        && let Some(f) = folder.as_ref()
+                        && let Ok(w) = FolderWatch::new(f.path())
                     {
-                        info!(folder = %f.display(), "watching the engine's namespace folder for starts");
+                        info!(folder = %f.path().display(), "watching the engine's namespace folder for starts");
                         watch = Some(w);
                     }
                     if resync.is_some() {

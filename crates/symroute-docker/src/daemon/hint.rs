@@ -5,23 +5,29 @@
 //! its file events backend (the one there is without systemd) the service
 //! follows its own events file by polling it every 250 ms. But Podman
 //! creates a container's namespace file (`/run/netns/netns-<uuid>`) at the
-//! beginning of the start, under the container's lock, and its container
-//! list takes each container's lock. So when a file appears in that folder
-//! the daemon asks for the list at once; the answer comes the moment the
-//! start is over (the event already written, not yet delivered), and the
-//! daemon handles every running container it does not know yet, as it
-//! would on that container's `start`. The list is of the [`RECENT`] newest
-//! containers only (Podman converts only those; a whole list of 200 took
-//! it 50-100 ms): a container created long before its start (a restart) is
-//! left to its event. The event, when it comes, finds the
-//! container converged (one inspect, a no-op apply).
+//! beginning of the start (about 130 ms before its `start` event, measured
+//! on Podman 4.3), under the container's lock, and its Engine-compatible
+//! list converts each container it returns under that lock. So when a file
+//! appears in the folder the daemon asks for the [`RECENT`] newest
+//! containers (Podman sorts by creation and converts only those); the
+//! answer comes the moment the start is over (its event written, not yet
+//! delivered), and the daemon handles every running container in it that
+//! it does not know yet, as it would on that container's `start`. The
+//! event, when it comes, finds the container converged (one inspect, a
+//! no-op apply). A container created long before its start (a restart) is
+//! left to its event. Hints that come while a list is in flight ask for one
+//! more list, of the [`RECENT_BURST`] newest, when it ends.
 //!
-//! Only a hint: nothing in the folder is read but the fact that it changed
-//! (a file's name or content tells the daemon nothing it trusts), and a
-//! list that shows nothing new costs one request. The folder is the
-//! engine's as the engine sees it: its API socket's peer process
-//! (`SO_PEERCRED`) gives the engine's `/proc/<pid>/root`, so an engine in
-//! a mount namespace or a chroot of its own is followed too.
+//! Only a hint: nothing in the folder is read but the fact that it changed.
+//! A list costs one request, plus one inspect for each running container
+//! in it that is neither managed, nor left alone by the policy (network
+//! mode, label), nor waiting for a
+//! retry. The folder is the engine's as the engine sees it: the API socket's
+//! listener (`SO_PEERCRED`), when it is root and named `podman` (the
+//! service) or `systemd` (socket activation), gives `/proc/<pid>/root`, so
+//! a Podman in a mount namespace or a chroot of its own is followed too;
+//! `/proc/<pid>` is held open, so a reused pid is never followed. Rootless
+//! Podman and proxies are not watched (their events still are).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -35,17 +41,58 @@ use tokio::task::JoinHandle;
 use crate::client::DockerError;
 use crate::engine_api::EngineApi;
 
-/// The folder where an engine whose API socket's listener is process `pid`
-/// of user `uid` creates its containers' namespace files, as this process
-/// can reach it: Podman's (netavark's and its CNI backend's) `/run/netns`
-/// when rootful, `$XDG_RUNTIME_DIR/netns` (`/run/user/<uid>/netns`) when
-/// rootless, under the process's root.
-pub fn podman_netns_folder(pid: u32, uid: u32) -> PathBuf {
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
-    if uid == 0 {
-        root.join("run/netns")
-    } else {
-        root.join(format!("run/user/{uid}/netns"))
+/// Where an engine creates its containers' namespace files, as this
+/// process reaches them: a path, and what keeps it meaning the same
+/// process (an open `/proc/<pid>` folder, so a pid reused later by another
+/// process is never followed).
+#[derive(Debug)]
+pub struct NetnsFolder {
+    path: PathBuf,
+    _proc: Option<std::fs::File>,
+}
+
+impl NetnsFolder {
+    /// A plain path (tests).
+    pub fn at(path: impl Into<PathBuf>) -> NetnsFolder {
+        NetnsFolder {
+            path: path.into(),
+            _proc: None,
+        }
+    }
+
+    /// The folder of the rootful Podman (netavark's and its CNI backend's
+    /// `/run/netns`) whose API socket's listener is process `pid` of user
+    /// `uid`: the service itself, or systemd when socket-activated, under
+    /// that process's root. Refused, with the reason: a listener that is not
+    /// root (rootless Podman, a proxy of a user) or not named `podman` or
+    /// `systemd` (a proxy in front of the engine: its root is not the
+    /// engine's).
+    pub fn of_listener(pid: u32, uid: u32) -> Result<NetnsFolder, String> {
+        if uid != 0 {
+            return Err(format!(
+                "the socket's listener (pid {pid}) is user {uid}, not root: rootless Podman is not watched"
+            ));
+        }
+        let proc =
+            std::fs::File::open(format!("/proc/{pid}")).map_err(|e| format!("/proc/{pid}: {e}"))?;
+        let fd = proc.as_raw_fd();
+        let comm = std::fs::read_to_string(format!("/proc/self/fd/{fd}/comm"))
+            .map_err(|e| format!("/proc/{pid}/comm: {e}"))?;
+        let comm = comm.trim_end();
+        if comm != "podman" && comm != "systemd" {
+            return Err(format!(
+                "the socket's listener (pid {pid}) is {:?}, not podman nor systemd",
+                symroute_core::render::escape(comm)
+            ));
+        }
+        Ok(NetnsFolder {
+            path: PathBuf::from(format!("/proc/self/fd/{fd}/root/run/netns")),
+            _proc: Some(proc),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -58,7 +105,6 @@ fn unix_nanos() -> i64 {
 /// An inotify watch on one folder: files created in it or moved into it.
 pub(crate) struct FolderWatch {
     fd: AsyncFd<OwnedFd>,
-    path: PathBuf,
 }
 
 impl FolderWatch {
@@ -83,14 +129,7 @@ impl FolderWatch {
         // SAFETY: the OwnedFd keeps its descriptor open for its whole life
         // and always returns the same one from as_raw_fd.
         let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
-        Ok(FolderWatch {
-            fd,
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+        Ok(FolderWatch { fd })
     }
 
     /// Wait for the next change and read everything pending. `Ok(false)`:
@@ -122,6 +161,7 @@ impl FolderWatch {
                 }
                 let n = usize::try_from(n).unwrap_or(0);
                 if n == 0 {
+                    guard.clear_ready();
                     break;
                 }
                 got = true;
@@ -158,9 +198,13 @@ fn removed(mut buf: &[u8]) -> bool {
 }
 
 /// How many of the newest containers a hint's list asks about: Podman
-/// converts only those (each under its lock; the one starting is the
-/// newest, or among the newest of a burst), not all it has.
-pub const RECENT: usize = 8;
+/// converts only those (each under its lock, 0.5 ms each measured on
+/// Podman 4.3), not all it has; the one starting is the newest.
+pub const RECENT: usize = 2;
+
+/// How many a list asks about when hints came while the previous one was
+/// in flight (a burst of starts).
+pub const RECENT_BURST: usize = 8;
 
 /// The engine's answer to a list.
 type Listed = Result<Vec<String>, DockerError>;
@@ -172,8 +216,7 @@ type Listed = Result<Vec<String>, DockerError>;
 pub(crate) struct HintList {
     running: Option<(JoinHandle<()>, oneshot::Receiver<Listed>)>,
     again: bool,
-    /// When the list in flight was asked for (CLOCK_REALTIME ns), and when
-    /// the hint that asked for it came.
+    /// When the list in flight was asked for (CLOCK_REALTIME ns).
     asked_ns: i64,
 }
 
@@ -191,17 +234,27 @@ impl HintList {
         self.running.is_some()
     }
 
+    /// Whether another list is already due when the one in flight ends:
+    /// more hints until then change nothing (the folder need not be read).
+    pub(crate) fn queued(&self) -> bool {
+        self.again
+    }
+
     /// A hint came: list now, or once the list in flight is answered.
     pub(crate) fn hint<A: EngineApi>(&mut self, api: &A) {
         if self.running.is_some() {
             self.again = true;
             return;
         }
+        self.ask(api, RECENT);
+    }
+
+    fn ask<A: EngineApi>(&mut self, api: &A, limit: usize) {
         let (tx, rx) = oneshot::channel();
         self.asked_ns = unix_nanos();
         let api = api.clone();
         let task = tokio::spawn(async move {
-            let _ = tx.send(api.recent_running(RECENT).await);
+            let _ = tx.send(api.recent_running(limit).await);
         });
         self.running = Some((task, rx));
     }
@@ -216,7 +269,7 @@ impl HintList {
         self.running = None;
         let asked = self.asked_ns;
         if std::mem::take(&mut self.again) {
-            self.hint(api);
+            self.ask(api, RECENT_BURST);
         }
         let got = got.unwrap_or_else(|_| {
             Err(DockerError::Engine {
@@ -252,15 +305,16 @@ mod tests {
     }
 
     #[test]
-    fn folder_of_rootful_and_rootless_podman() {
-        assert_eq!(
-            podman_netns_folder(42, 0),
-            PathBuf::from("/proc/42/root/run/netns")
-        );
-        assert_eq!(
-            podman_netns_folder(7, 1000),
-            PathBuf::from("/proc/7/root/run/user/1000/netns")
-        );
+    fn only_a_root_podman_or_systemd_listener_is_followed() {
+        let me = std::process::id();
+        let uid = unsafe { libc::geteuid() };
+        // This test process is neither podman nor systemd.
+        let refused = NetnsFolder::of_listener(me, 0).expect_err("not podman");
+        assert!(refused.contains("not podman nor systemd"), "{refused}");
+        let rootless = NetnsFolder::of_listener(me, 1000).expect_err("rootless");
+        assert!(rootless.contains("user 1000, not root"), "{rootless}");
+        let _ = uid;
+        assert!(NetnsFolder::of_listener(u32::MAX, 0).is_err());
     }
 
     #[test]

@@ -46,7 +46,7 @@ use symroute_core::settings::Settings;
 
 pub use container::{BUSY_RETRY, LOCK_WAIT, RETRY_FIRST, RETRY_MAX, retry_delay};
 pub use event_loop::{RECONNECT_FIRST, RECONNECT_MAX};
-pub use hint::podman_netns_folder;
+pub use hint::{NetnsFolder, RECENT, RECENT_BURST};
 pub use metrics::{CONTENT_TYPE, LATENCY_BUCKETS, Metrics};
 pub use namespaces::{LinuxHandle, LinuxNamespaces, Namespaces, NsAccessError, NsHandle};
 pub use resync::{MAX_YIELD, QUIET};

@@ -9,7 +9,7 @@
 //! is a few netlink round trips under that namespace's lock.
 //!
 //! The engine is shared too: while the event path works (an event, a kernel
-//! notification, a retry: [`EventPath::begin`]) and for [`QUIET`] after, the task
+//! notification, a retry, a hint's list in flight: [`EventPath::begin`]) and for [`QUIET`] after, the task
 //! asks the engine nothing new, so the event path's own inspect never queues behind
 //! the resync's at a busy engine (Podman serves an inspect in milliseconds, each
 //! under its state lock), nor the engine's start of the next container of a burst.
