@@ -219,13 +219,19 @@ fn service_restart(engine: Engine) {
 }
 
 /// Podman's events come 0-250 ms late (its file backend is polled): the daemon watches the
-/// service's namespace folder and converges a start when it ends. Of five starts, at least
+/// service's namespace folder and converges a start when it ends. After a first container
+/// (Podman 5.8 makes the folder with it), of five starts at least
 /// one is converged before its `start` event reaches the daemon (without the watch: none
 /// ever is; with it, an event wins the race only when Podman's poll falls in the few ms
 /// between the start's end and the list's answer).
 fn starts_are_seen_from_the_namespace_folder(engine: Engine) {
     let mut c = RecipeC::build(engine);
     let d = Daemon::start(&c.lab, &[]);
+    // Podman 5.8 makes its /run/netns with its first container: the daemon watches it
+    // from that container's start event on.
+    let h0 = Ipv4Addr::new(192, 0, 2, 59);
+    c.run_both("h0", h0, "hello from h0", &[]);
+    wait_rules(&c.lab, "h0", &[h0, app_ip(&c, "h0")]);
     let watching = d.wait_logged("watching the engine's namespace folder for starts");
     let folder = watching["folder"]
         .as_str()
@@ -252,13 +258,28 @@ fn starts_are_seen_from_the_namespace_folder(engine: Engine) {
         wait_rules(&c.lab, name, &[lan, app_ip(&c, name)]);
         ids.push((name, id));
     }
-    let lines = d.lines();
     let field = |l: &serde_json::Value, k: &str| -> String {
         l[k].as_str()
             .or_else(|| l["fields"][k].as_str())
             .unwrap_or_default()
             .to_string()
     };
+    // The rules can be in before the engine delivers the start event: wait for the events.
+    engines::wait_for(
+        engines::CONVERGE,
+        "every start event reached the daemon",
+        || {
+            let lines = d.lines();
+            ids.iter().all(|(_, id)| {
+                lines.iter().any(|l| {
+                    field(l, "message") == "event received"
+                        && field(l, "kind") == "Start"
+                        && field(l, "container") == *id
+                })
+            })
+        },
+    );
+    let lines = d.lines();
     let mut early = Vec::new();
     for (name, id) in &ids {
         let converged = lines

@@ -14,7 +14,7 @@ use tracing::{debug, error, info, trace, warn};
 
 use super::DaemonOptions;
 use super::container::Daemon;
-use super::hint::{self, FolderWatch, HintList};
+use super::hint::{self, FolderWatch, HintList, NetnsFolder};
 use super::metrics::Metrics;
 use super::namespaces::Namespaces;
 use super::resync;
@@ -29,6 +29,15 @@ fn unix_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Watch `folder` again (it did not exist, or went away), quietly when it
+/// still cannot be.
+fn rewatch(folder: Option<&NetnsFolder>) -> Option<FolderWatch> {
+    let f = folder?;
+    let w = FolderWatch::new(f.path()).ok()?;
+    info!(folder = %f.path().display(), "watching the engine's namespace folder for starts");
+    Some(w)
 }
 
 pub(crate) async fn serve<C: Connector, N: Namespaces>(
@@ -107,7 +116,7 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 Some(w)
             }
             Err(e) => {
-                info!(folder = %f.path().display(), error = %e, "cannot watch the engine's namespace folder yet; looked for again at each resync");
+                info!(folder = %f.path().display(), error = %e, "cannot watch the engine's namespace folder yet; looked for again after each start and resync");
                 None
             }
         });
@@ -150,7 +159,13 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                             received_unix_ns = unix_nanos(),
                             "event received"
                         );
+                        let start = e.kind == crate::client::EventKind::Start;
                         d.on_event(&api, e).await;
+                        // A folder that did not exist at connect (Podman makes it with
+                        // its first container) exists after a start.
+                        if start && watch.is_none() {
+                            watch = rewatch(folder.as_ref());
+                        }
                     }
                     Some(Err(e)) => {
                         metrics.error();
@@ -195,12 +210,12 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 changed = hint::next(&watch), if !hints.queued() => match changed {
                     Ok(true) => hints.hint(&api),
                     Ok(false) => {
-                        info!("the engine's namespace folder is gone; looked for again at each resync");
+                        info!("the engine's namespace folder is gone; looked for again after each start and resync");
                         watch = None;
                     }
                     Err(e) => {
                         metrics.error();
-                        warn!(error = %e, "cannot read the engine's namespace folder's changes; looked for again at each resync");
+                        warn!(error = %e, "cannot read the engine's namespace folder's changes; looked for again after each start and resync");
                         watch = None;
                     }
                 },
@@ -212,12 +227,8 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 }
                 _ = tick.tick() => {
                     // A folder that did not exist yet (no container started since boot).
-                    if watch.is_none()
-                        && let Some(f) = folder.as_ref()
-                        && let Ok(w) = FolderWatch::new(f.path())
-                    {
-                        info!(folder = %f.path().display(), "watching the engine's namespace folder for starts");
-                        watch = Some(w);
+                    if watch.is_none() {
+                        watch = rewatch(folder.as_ref());
                     }
                     if resync.is_some() {
                         trace!("periodic resync: the previous one is still running");
