@@ -199,8 +199,9 @@ fn removed(mut buf: &[u8]) -> bool {
 
 /// How many of the newest containers a hint's list asks about: Podman
 /// converts only those (each under its lock, 0.5 ms each measured on
-/// Podman 4.3), not all it has; the one starting is the newest.
-pub const RECENT: usize = 2;
+/// Podman 4.3), not all it has; the one starting is the newest (and starts
+/// that overlap it are asked for by the [`RECENT_BURST`] list that follows).
+pub const RECENT: usize = 1;
 
 /// How many a list asks about when hints came while the previous one was
 /// in flight (a burst of starts).
