@@ -306,7 +306,7 @@ fn starts_are_seen_from_the_namespace_folder(engine: Engine) {
         engine.name(),
         d.lines()
             .iter()
-            .map(|l| l.to_string())
+            .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("\n")
     );
