@@ -30,6 +30,11 @@ pub const BUSY_RETRY: Duration = Duration::from_millis(25);
 /// How long `--clean-on-exit` waits for another writer, per namespace.
 pub const CLEAN_LOCK_WAIT: Duration = Duration::from_secs(1);
 
+/// How long before an event's timestamp an apply may have made the change
+/// that event asked for (a kernel notification of the new interface, a
+/// Podman hint): it then counts as that event's latency (as 0 when before).
+const LATENCY_BEFORE: i64 = 1_000_000_000;
+
 /// The first retry after a failure; doubles per consecutive failure.
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 
@@ -46,6 +51,8 @@ pub fn retry_delay(failures: u32) -> Duration {
 pub(crate) struct Managed<H> {
     pub(crate) info: ContainerInfo,
     pub(crate) handle: H,
+    /// When an apply last changed something here (CLOCK_REALTIME ns; 0: never).
+    pub(crate) changed_ns: i64,
 }
 
 /// The daemon's state between events.
@@ -237,6 +244,7 @@ impl<N: Namespaces> Daemon<N> {
                     Managed {
                         info: info.clone(),
                         handle,
+                        changed_ns: 0,
                     },
                 );
                 self.metrics.set_managed(self.managed.len());
@@ -313,11 +321,24 @@ impl<N: Namespaces> Daemon<N> {
             Outcome::Changed
         };
         self.metrics.reconcile(outcome);
-        // Only what changed something: an event that finds its container
-        // converged already (by a hint) measures the engine's delivery.
-        if let Some(t) = since.filter(|t| *t > 0 && !rep.ops.is_empty()) {
-            let lat = u64::try_from(now_nanos().saturating_sub(t)).unwrap_or(0);
-            self.metrics.latency(Duration::from_nanos(lat));
+        let now = now_nanos();
+        if !rep.ops.is_empty() {
+            m.changed_ns = now;
+        }
+        // From the event to the rules in the kernel. An event that finds its
+        // container converged already (by a hint, or a kernel notification
+        // just before it) counts until that apply, not until its own late
+        // arrival; one that needed nothing at all counts nothing.
+        if let Some(t) = since.filter(|t| *t > 0) {
+            let done = if rep.ops.is_empty() {
+                Some(m.changed_ns).filter(|c| *c > t.saturating_sub(LATENCY_BEFORE))
+            } else {
+                Some(now)
+            };
+            if let Some(done) = done {
+                let lat = u64::try_from(done.saturating_sub(t)).unwrap_or(0);
+                self.metrics.latency(Duration::from_nanos(lat));
+            }
         }
         let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         if rep.plan.unmanaged_reason.is_some() && rep.ops.is_empty() {
