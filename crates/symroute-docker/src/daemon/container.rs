@@ -5,14 +5,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::DaemonOptions;
 use super::metrics::{Metrics, Outcome};
 use super::namespaces::{Namespaces, NsHandle};
+use super::{DaemonOptions, unix_nanos};
 use crate::client::{DockerError, Event, EventKind};
 use crate::engine_api::EngineApi;
 use crate::model::{ContainerInfo, Decision, decide, plan_request};
@@ -73,12 +73,6 @@ pub(crate) struct Daemon<N: Namespaces> {
     /// Running containers the policy leaves alone for their whole life
     /// (network mode, label): a hint's list does not inspect them again.
     pub(crate) skipped: HashSet<String>,
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 pub(crate) fn short(id: &str) -> String {
@@ -321,7 +315,7 @@ impl<N: Namespaces> Daemon<N> {
             Outcome::Changed
         };
         self.metrics.reconcile(outcome);
-        let now = now_nanos();
+        let now = unix_nanos();
         if !rep.ops.is_empty() {
             m.changed_ns = now;
         }

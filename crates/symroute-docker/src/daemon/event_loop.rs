@@ -12,24 +12,18 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, error, info, trace, warn};
 
-use super::DaemonOptions;
 use super::container::Daemon;
 use super::hint::{self, FolderWatch, HintList, NetnsFolder};
 use super::metrics::Metrics;
 use super::namespaces::Namespaces;
 use super::resync;
+use super::{DaemonOptions, unix_nanos};
 use crate::engine_api::{Connector, EngineApi};
 
 /// The first reconnect delay; doubles per failed attempt.
 pub const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 /// The longest reconnect delay.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
-
-fn unix_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
 
 /// Watch `folder` again (it did not exist, or went away), quietly when it
 /// still cannot be.

@@ -51,6 +51,13 @@ pub use metrics::{CONTENT_TYPE, LATENCY_BUCKETS, Metrics};
 pub use namespaces::{LinuxHandle, LinuxNamespaces, Namespaces, NsAccessError, NsHandle};
 pub use resync::{MAX_YIELD, QUIET};
 
+/// Now, as CLOCK_REALTIME nanoseconds (what engine event timestamps use).
+pub(crate) fn unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
