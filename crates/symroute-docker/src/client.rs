@@ -13,7 +13,7 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 use crate::daemon::NetnsFolder;
-use crate::engine_api::{Connector, EngineApi, EngineVersion};
+use crate::engine_api::{Connector, EngineApi, EngineVersion, Recent};
 use crate::host::{self, EngineHost, HostSource, PODMAN_SOCKET};
 use crate::model::{ContainerInfo, InspectError};
 
@@ -350,7 +350,7 @@ impl EngineApi for DockerClient {
             })
     }
 
-    async fn recent_running(&self, limit: usize) -> Result<Vec<String>, DockerError> {
+    async fn recent_running(&self, limit: usize) -> Result<Vec<Recent>, DockerError> {
         crate::libpod::recent_running(&self.host, limit)
             .await
             .map_err(|message| DockerError::Engine {

@@ -39,6 +39,17 @@ impl EngineVersion {
     }
 }
 
+/// A running container in the engine's list of the newest ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recent {
+    pub id: String,
+    /// What the list itself says of it (name, labels, networks and their
+    /// MAC addresses; no pid, no namespace path), when it says that much:
+    /// enough to converge it in a namespace file that holds exactly those
+    /// interfaces ([`ContainerInfo::found_in`]) without inspecting it.
+    pub listed: Option<ContainerInfo>,
+}
+
 /// A connected Engine API.
 ///
 /// Cloneable and `Send` so that work can move to other tasks (a resync off
@@ -59,15 +70,22 @@ pub trait EngineApi: Clone + Send + Sync + 'static {
     /// Ids of the running containers.
     fn running(&self) -> impl Future<Output = Result<Vec<String>, DockerError>> + Send;
 
-    /// Ids of the running containers among the `limit` most recently
-    /// created: what the daemon asks when the engine's namespace folder
-    /// changed ([`EngineApi::netns_folder`]). By default all running ones.
+    /// The running containers among the `limit` most recently created:
+    /// what the daemon asks when the engine's namespace folder changed
+    /// ([`EngineApi::netns_folder`]). By default all running ones, by id
+    /// alone.
     fn recent_running(
         &self,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<String>, DockerError>> + Send {
+    ) -> impl Future<Output = Result<Vec<Recent>, DockerError>> + Send {
         let _ = limit;
-        self.running()
+        async {
+            let ids = self.running().await?;
+            Ok(ids
+                .into_iter()
+                .map(|id| Recent { id, listed: None })
+                .collect())
+        }
     }
 
     /// Inspect a container by name or id; [`DockerError::NoSuchContainer`]

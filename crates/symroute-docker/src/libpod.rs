@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::engine_api::Recent;
 use crate::host::EngineHost;
+use crate::model::{ContainerInfo, valid_id};
 
 /// The longest answer read.
 const MAX_ANSWER: u64 = 1 << 20;
@@ -141,31 +143,34 @@ pub(crate) async fn network_interface(
 /// only when the start it waits for (the container's lock) is over.
 const RECENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The ids of the running containers among the `limit` most recently
-/// created ones (Engine-compatible list, `all=true&limit=N`: Podman sorts
-/// by creation time and converts only those, each under its lock).
-pub(crate) async fn recent_running(host: &EngineHost, limit: usize) -> Result<Vec<String>, String> {
+/// The running containers among the `limit` most recently created ones
+/// (Engine-compatible list, `all=true&limit=N`: Podman sorts by creation
+/// time and converts only those, each under its lock), each with what the
+/// list says of it.
+pub(crate) async fn recent_running(host: &EngineHost, limit: usize) -> Result<Vec<Recent>, String> {
     let v = get_within(
         host,
         &format!("/containers/json?all=true&limit={limit}"),
         RECENT_TIMEOUT,
     )
     .await?;
-    running_ids(&v)
+    running(&v)
 }
 
-/// The `Id`s of the entries whose `State` is `running`; an id that is not
-/// a plain engine id (ASCII letters and digits, at most 128) is left out.
-fn running_ids(v: &serde_json::Value) -> Result<Vec<String>, String> {
+/// The entries whose `State` is `running`; an id that is not a plain
+/// engine id (ASCII letters and digits, at most 128) is left out.
+fn running(v: &serde_json::Value) -> Result<Vec<Recent>, String> {
     let list = v.as_array().ok_or("the container list is not an array")?;
     Ok(list
         .iter()
         .filter(|c| c.get("State").and_then(|s| s.as_str()) == Some("running"))
-        .filter_map(|c| c.get("Id").and_then(|i| i.as_str()))
-        .filter(|id| {
-            !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+        .filter_map(|c| {
+            let id = c.get("Id").and_then(|i| i.as_str())?;
+            valid_id(id).then(|| Recent {
+                id: id.to_string(),
+                listed: ContainerInfo::from_list_entry(c),
+            })
         })
-        .map(str::to_string)
         .collect())
 }
 
@@ -202,10 +207,8 @@ mod tests {
             {"State": "running"},
             {"Id": "f6", "State": "running", "Names": ["/x"]}
         ]);
-        assert_eq!(
-            running_ids(&v),
-            Ok(vec!["a1".to_string(), "f6".to_string()])
-        );
-        assert!(running_ids(&serde_json::json!({"message": "no"})).is_err());
+        let ids = running(&v).map(|r| r.into_iter().map(|r| r.id).collect::<Vec<_>>());
+        assert_eq!(ids, Ok(vec!["a1".to_string(), "f6".to_string()]));
+        assert!(running(&serde_json::json!({"message": "no"})).is_err());
     }
 }

@@ -217,6 +217,85 @@ impl ContainerInfo {
         })
     }
 
+    /// Convert one entry of the Engine-compatible container list
+    /// (`GET /containers/json`): its id, name, state, labels, network mode
+    /// (Docker's `HostConfig.NetworkMode`; Podman sends none: its own
+    /// namespace is assumed, and [`ContainerInfo::found_in`] is what proves
+    /// it) and attachments. A list has no pid and no `SandboxKey`: both
+    /// are `None`. `None` when the entry lacks an id or its networks are
+    /// not what an inspect would send; the caller then inspects.
+    pub fn from_list_entry(v: &serde_json::Value) -> Option<ContainerInfo> {
+        let id = v.get("Id")?.as_str()?;
+        if !valid_id(id) {
+            return None;
+        }
+        let name = v
+            .get("Names")
+            .and_then(|n| n.as_array())
+            .and_then(|n| n.first())
+            .and_then(|n| n.as_str())
+            .unwrap_or("")
+            .trim_start_matches('/')
+            .to_string();
+        let running = v.get("State").and_then(|s| s.as_str()) == Some("running");
+        let labels = match v.get("Labels") {
+            None | Some(serde_json::Value::Null) => BTreeMap::new(),
+            Some(l) => serde_json::from_value(l.clone()).ok()?,
+        };
+        let mode = v
+            .get("HostConfig")
+            .and_then(|h| h.get("NetworkMode"))
+            .and_then(|m| m.as_str())
+            .map_or(NetworkMode::Own("default".into()), NetworkMode::parse);
+        let nets: BTreeMap<String, EndpointSettings> =
+            match v.get("NetworkSettings").and_then(|s| s.get("Networks")) {
+                None | Some(serde_json::Value::Null) => BTreeMap::new(),
+                Some(n) => serde_json::from_value(n.clone()).ok()?,
+            };
+        let attachments = nets
+            .iter()
+            .map(|(name, e)| attachment(id, name, e))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        Some(ContainerInfo {
+            id: id.to_string(),
+            name,
+            running,
+            pid: None,
+            sandbox_key: None,
+            mode,
+            labels,
+            attachments,
+            ports: Vec::new(),
+        })
+    }
+
+    /// Whether `snap` (a namespace's interfaces) is this container's: it has
+    /// at least one attachment with a MAC address, and for every one of
+    /// them an interface with that MAC carrying the attachment's addresses.
+    /// How a container known only from a list is matched to a namespace
+    /// file the engine just made, without a pid.
+    pub fn found_in(&self, snap: &Snapshot) -> bool {
+        let mut any = false;
+        for a in &self.attachments {
+            let Some(mac) = &a.mac else { continue };
+            let Some(link) = snap
+                .links
+                .iter()
+                .find(|l| l.mac.as_deref() == Some(mac.as_str()))
+            else {
+                return false;
+            };
+            for want in [a.ipv4, a.ipv6].into_iter().flatten() {
+                if !link.addrs.iter().any(|x| x.net == want) {
+                    return false;
+                }
+            }
+            any = true;
+        }
+        any
+    }
+
     /// The short name used in logs: name, else the id's first 12 characters.
     pub fn label(&self) -> String {
         if self.name.is_empty() {
@@ -244,6 +323,11 @@ impl ContainerInfo {
     }
 }
 
+/// A plain engine id: ASCII letters and digits, 1 to 128 of them.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// Whether the daemon manages a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "decision", content = "reason", rename_all = "kebab-case")]
@@ -254,10 +338,16 @@ pub enum Decision {
 
 /// The daemon's policy: running, its own namespace, not opted out.
 pub fn decide(c: &ContainerInfo, require_label: bool) -> Decision {
-    let label = c.labels.get(ENABLE_LABEL).map(|v| v.to_ascii_lowercase());
     if !c.running || c.pid.is_none() {
         return Decision::Skip("not running".into());
     }
+    policy(c, require_label)
+}
+
+/// The daemon's policy for a running container, whatever is known of its
+/// namespace: its own namespace, not opted out.
+pub fn policy(c: &ContainerInfo, require_label: bool) -> Decision {
+    let label = c.labels.get(ENABLE_LABEL).map(|v| v.to_ascii_lowercase());
     match &c.mode {
         NetworkMode::Host => {
             return Decision::Skip(

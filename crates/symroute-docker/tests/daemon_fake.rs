@@ -32,7 +32,8 @@ use symroute_docker::daemon::{
 };
 use symroute_docker::model::{Attachment, ContainerInfo, NetworkMode};
 use symroute_docker::{
-    Connector, DockerError, EngineApi, EngineVersion, Event, EventKind, NetworkInfo, plan_request,
+    Connector, DockerError, EngineApi, EngineVersion, Event, EventKind, NetworkInfo, Recent,
+    plan_request,
 };
 use symroute_linux::lock::LockError;
 use symroute_testkit::fake::FakeKernel;
@@ -57,6 +58,9 @@ struct EngineState {
     inspected: Vec<(String, Instant)>,
     /// The namespace folder the engine says to watch (Podman's hint).
     folder: Option<PathBuf>,
+    /// A hint's list says what Podman's does of each container (name,
+    /// labels, networks; no pid, no namespace path), not only its id.
+    list_tells: bool,
 }
 
 #[derive(Clone, Default)]
@@ -148,6 +152,28 @@ impl EngineApi for FakeEngine {
             .values()
             .filter(|c| c.running)
             .map(|c| c.id.clone())
+            .collect())
+    }
+
+    async fn recent_running(&self, _limit: usize) -> Result<Vec<Recent>, DockerError> {
+        let mut st = self.state();
+        if st.down {
+            return Err(refused("list containers"));
+        }
+        st.lists += 1;
+        let tells = st.list_tells;
+        Ok(st
+            .containers
+            .values()
+            .filter(|c| c.running)
+            .map(|c| Recent {
+                id: c.id.clone(),
+                listed: tells.then(|| ContainerInfo {
+                    pid: None,
+                    sandbox_key: None,
+                    ..c.clone()
+                }),
+            })
             .collect())
     }
 
@@ -1398,6 +1424,129 @@ async fn a_namespace_folder_that_goes_away_is_watched_again_at_the_next_resync()
             "by the hint, not by another resync"
         );
         assert_eq!(metric(&m, "symroute_docker_events_total"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_found_in_a_new_namespace_file_by_its_interfaces_is_converged_without_an_inspect() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("found");
+    {
+        let mut st = engine.state();
+        st.folder = Some(folder.0.clone());
+        st.list_tells = true;
+    }
+    let file = folder.0.join("netns-0d1e").to_string_lossy().into_owned();
+    let ns = web_ns(&spaces, 1, &file);
+    spaces.add("/proc/101/ns/net", &ns);
+    let info = web("web1", 101);
+    let want = expected(&info, &ns.kernel());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        engine.put(info.clone());
+        std::fs::write(&file, b"").expect("create the namespace file");
+        until("rules in web1 without its event", || ns.tagged() == want).await;
+        assert!(
+            engine.inspections("web1").is_empty(),
+            "found by its interfaces: not inspected"
+        );
+        assert_eq!(spaces.opened(), vec![file.clone()]);
+        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
+        // The late event: one inspect, no change, the same handle kept.
+        engine.emit(EventKind::Start, "web1");
+        until("the late start handled", || {
+            metric(&m, "symroute_reconciles_total{outcome=\"unchanged\"}") >= 1.0
+        })
+        .await;
+        assert_eq!(engine.inspections("web1").len(), 1);
+        assert_eq!(spaces.opened(), vec![file.clone()], "not opened again");
+        assert_eq!(ns.handles(), 1);
+        assert_eq!(ns.tagged(), want);
+        assert_eq!(ns.unlocked_changes.load(Ordering::SeqCst), 0);
+        // It dies: released like any other.
+        engine.emit(EventKind::Die, "web1");
+        until("released", || ns.handles() == 0).await;
+        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_namespace_file_holding_other_interfaces_is_not_taken_for_the_listed_container() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("other");
+    {
+        let mut st = engine.state();
+        st.folder = Some(folder.0.clone());
+        st.list_tells = true;
+    }
+    // Another start's namespace: the same networks, other MACs and addresses.
+    let other_file = folder.0.join("netns-other").to_string_lossy().into_owned();
+    let other = FakeNs::new(
+        7,
+        kernel_with(vec![
+            link(2, "eth0", "02:42:c0:00:02:33", "192.0.2.51/24"),
+            link(3, "eth1", "02:42:ac:12:00:03", "172.18.0.3/16"),
+        ]),
+    );
+    spaces.add(&other_file, &other);
+    // web1's own namespace is reached by its pid only.
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let info = web("web1", 101);
+    let want = expected(&info, &ns.kernel());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        engine.put(info.clone());
+        std::fs::write(&other_file, b"").expect("create the namespace file");
+        until("web1 converged on the hint", || ns.tagged() == want).await;
+        assert_eq!(
+            engine.inspections("web1").len(),
+            1,
+            "not found by its interfaces: inspected"
+        );
+        assert_eq!(
+            other.tagged(),
+            (Vec::new(), Vec::new()),
+            "the other namespace untouched"
+        );
+        assert_eq!(other.handles(), 0, "and let go of");
+        assert_eq!(other.unlocked_changes.load(Ordering::SeqCst), 0);
+        assert_eq!(metric(&m, "symroute_docker_events_total"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_container_that_opts_out_is_never_put_in_a_namespace_file() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("optout");
+    {
+        let mut st = engine.state();
+        st.folder = Some(folder.0.clone());
+        st.list_tells = true;
+    }
+    let file = folder.0.join("netns-off").to_string_lossy().into_owned();
+    let ns = web_ns(&spaces, 1, &file);
+    spaces.add("/proc/101/ns/net", &ns);
+    let mut info = web("web1", 101);
+    info.labels.insert("symroute.enable".into(), "false".into());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        engine.put(info.clone());
+        std::fs::write(&file, b"").expect("create the namespace file");
+        until("inspected on the hint", || {
+            engine.inspections("web1").len() == 1
+        })
+        .await;
+        idle(Duration::from_secs(1)).await;
+        assert_eq!(
+            ns.locks.load(Ordering::SeqCst),
+            0,
+            "never locked, never read"
+        );
+        assert!(spaces.opened().is_empty(), "never opened");
+        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
     })
     .await;
 }

@@ -4,7 +4,7 @@
 use bollard::models::{ContainerInspectResponse, EventMessage};
 use symroute_core::model::{IfAddr, Link, Snapshot};
 use symroute_docker::host::{self, EngineHost};
-use symroute_docker::model::{ContainerInfo, Decision, NetworkMode, decide, plan_request};
+use symroute_docker::model::{ContainerInfo, Decision, NetworkMode, decide, plan_request, policy};
 use symroute_docker::{EventKind, event_from};
 
 /// An inspect answer as dockerd 20.10 sends it (trimmed), for a container on
@@ -234,4 +234,139 @@ fn docker_host_forms() {
     );
     let e = host("ssh://me@engine").expect_err("ssh is refused");
     assert!(e.to_string().contains("ssh:// is not supported"), "{e}");
+}
+
+/// The two networks of [`INSPECT`] as a list entry carries them.
+fn list_entry() -> serde_json::Value {
+    let raw: serde_json::Value = serde_json::from_str(INSPECT).expect("fixture parses");
+    serde_json::json!({
+        "Id": raw["Id"],
+        "Names": ["/web"],
+        "State": "running",
+        "Labels": {"app": "web"},
+        "HostConfig": {"NetworkMode": "front-tier"},
+        "NetworkSettings": {"Networks": raw["NetworkSettings"]["Networks"]},
+    })
+}
+
+/// The namespace of [`INSPECT`]'s container.
+fn its_namespace() -> Snapshot {
+    Snapshot {
+        links: vec![
+            link(2, "eth0", "02:42:ac:12:00:02", &["172.18.0.2/16"]),
+            link(
+                3,
+                "eth1",
+                "02:42:ac:13:00:02",
+                &["172.19.0.2/16", "2001:db8:19::2/64"],
+            ),
+        ],
+        ..Snapshot::default()
+    }
+}
+
+#[test]
+fn a_list_entry_converts_like_inspect_without_pid_or_namespace() {
+    let listed = ContainerInfo::from_list_entry(&list_entry()).expect("converts");
+    let inspected = info();
+    assert_eq!(listed.attachments, inspected.attachments);
+    assert_eq!(
+        (&listed.id, &listed.name, &listed.mode, &listed.labels),
+        (
+            &inspected.id,
+            &inspected.name,
+            &inspected.mode,
+            &inspected.labels
+        )
+    );
+    assert!(listed.running);
+    assert_eq!((listed.pid, listed.sandbox_key.clone()), (None, None));
+    // Without a pid the daemon's full decision waits for inspect; the
+    // policy alone manages it.
+    assert!(matches!(decide(&listed, false), Decision::Skip(r) if r.contains("not running")));
+    assert_eq!(policy(&listed, false), Decision::Manage);
+    let mut e = list_entry();
+    e["Labels"]["symroute.enable"] = "false".into();
+    let out = ContainerInfo::from_list_entry(&e).expect("converts");
+    assert!(
+        matches!(policy(&out, false), Decision::Skip(r) if r.contains("symroute.enable=false"))
+    );
+    // Podman sends no HostConfig: its own namespace is assumed.
+    let mut e = list_entry();
+    e.as_object_mut().map(|o| o.remove("HostConfig"));
+    assert_eq!(
+        ContainerInfo::from_list_entry(&e).map(|c| c.mode),
+        Some(NetworkMode::Own("default".into()))
+    );
+    e["State"] = "configured".into();
+    assert_eq!(
+        ContainerInfo::from_list_entry(&e).map(|c| c.running),
+        Some(false)
+    );
+}
+
+#[test]
+fn a_list_entry_that_is_not_what_inspect_would_send_converts_to_nothing() {
+    type Spoil = fn(&mut serde_json::Value);
+    let cases: [(&str, Spoil); 9] = [
+        ("no id", |e| e["Id"] = serde_json::Value::Null),
+        ("id with a slash", |e| e["Id"] = "../etc".into()),
+        ("id too long", |e| e["Id"] = "a".repeat(129).into()),
+        ("labels not strings", |e| {
+            e["Labels"] = serde_json::json!({"a": 1});
+        }),
+        ("labels a list", |e| e["Labels"] = serde_json::json!(["a"])),
+        ("networks a list", |e| {
+            e["NetworkSettings"]["Networks"] = serde_json::json!([1]);
+        }),
+        ("a bad address", |e| {
+            e["NetworkSettings"]["Networks"]["front-tier"]["IPAddress"] = "172.18.0.300".into();
+        }),
+        ("a bad prefix length", |e| {
+            e["NetworkSettings"]["Networks"]["front-tier"]["IPPrefixLen"] = 33.into();
+        }),
+        ("a bad gateway", |e| {
+            e["NetworkSettings"]["Networks"]["back-tier"]["IPv6Gateway"] = "nope".into();
+        }),
+    ];
+    for (what, spoil) in cases {
+        let mut e = list_entry();
+        spoil(&mut e);
+        assert_eq!(ContainerInfo::from_list_entry(&e), None, "{what}");
+    }
+    assert_eq!(
+        ContainerInfo::from_list_entry(&serde_json::json!("web")),
+        None
+    );
+}
+
+#[test]
+fn a_listed_container_fits_only_a_namespace_holding_every_mac_with_its_addresses() {
+    let listed = ContainerInfo::from_list_entry(&list_entry()).expect("converts");
+    assert!(listed.found_in(&its_namespace()));
+    // Order and extra interfaces say nothing.
+    let mut more = its_namespace();
+    more.links.reverse();
+    more.links
+        .push(link(9, "eth9", "02:42:ac:14:00:02", &["10.0.0.2/24"]));
+    assert!(listed.found_in(&more));
+    // One MAC missing: another container's namespace (or one half made).
+    let mut half = its_namespace();
+    half.links.truncate(1);
+    assert!(!listed.found_in(&half));
+    // The MACs, but another address (a spoofed MAC, a restart's new lease).
+    let mut other = its_namespace();
+    other.links[0] = link(2, "eth0", "02:42:ac:12:00:02", &["172.18.0.3/16"]);
+    assert!(!listed.found_in(&other));
+    // The IPv6 address missing on back-tier's interface.
+    let mut v4only = its_namespace();
+    v4only.links[1] = link(3, "eth1", "02:42:ac:13:00:02", &["172.19.0.2/16"]);
+    assert!(!listed.found_in(&v4only));
+    // Nothing to match by: never fits, even an empty namespace.
+    let mut bare = listed.clone();
+    for a in &mut bare.attachments {
+        a.mac = None;
+    }
+    assert!(!bare.found_in(&its_namespace()));
+    assert!(!bare.found_in(&Snapshot::default()));
 }

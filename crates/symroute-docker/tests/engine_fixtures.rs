@@ -487,3 +487,61 @@ fn podman_remove_event_is_a_destroy() {
         assert_eq!(e.container, web.id, "{dir}");
     }
 }
+
+/// The entry of `id` in a recorded `GET /containers/json` answer.
+fn list_entry(path: &str, id: &str) -> serde_json::Value {
+    let all: Vec<serde_json::Value> = serde_json::from_str(&fixture(path))
+        .unwrap_or_else(|e| panic!("{path} is not a list: {e}"));
+    all.into_iter()
+        .find(|c| c["Id"] == id)
+        .unwrap_or_else(|| panic!("{path}: no entry {id}"))
+}
+
+#[test]
+fn a_list_entry_tells_what_inspect_tells_of_the_networks_and_fits_only_its_own_namespace() {
+    let cases = [
+        ("podman-4.3", "container-web.json", "container-state.txt"),
+        ("podman-5.8", "container-web.json", "container-state.txt"),
+        ("docker-28", "container-web.json", "container-web-state.txt"),
+        (
+            "docker-28",
+            "container-web2.json",
+            "container-web2-state.txt",
+        ),
+    ];
+    for (dir, inspected, state) in cases {
+        let web = inspect(&format!("{dir}/{inspected}"));
+        let entry = list_entry(&format!("{dir}/containers-list.json"), &web.id);
+        let listed = ContainerInfo::from_list_entry(&entry)
+            .unwrap_or_else(|| panic!("{dir}: the list entry of {} converts", web.name));
+        assert_eq!(
+            (&listed.id, &listed.name, listed.running),
+            (&web.id, &web.name, true),
+            "{dir}"
+        );
+        assert_eq!(listed.labels, web.labels, "{dir}");
+        assert_eq!(listed.attachments, web.attachments, "{dir}: {}", web.name);
+        assert_eq!((listed.pid, &listed.sandbox_key), (None, &None), "{dir}");
+        if dir.starts_with("docker") {
+            assert_eq!(listed.mode, web.mode, "{dir}: HostConfig.NetworkMode");
+        } else {
+            // Podman's list has no HostConfig: its own namespace is assumed.
+            assert_eq!(listed.mode, NetworkMode::Own("default".into()), "{dir}");
+        }
+        let snap = snapshot(&format!("{dir}/{state}"));
+        assert!(
+            listed.found_in(&snap),
+            "{dir}: {} in its own namespace",
+            web.name
+        );
+    }
+    // Podman gives new MACs on every start: the namespace of the restarted
+    // container (or another one) is not the one listed before.
+    for dir in ["podman-4.3", "podman-5.8"] {
+        let web = inspect(&format!("{dir}/container-web.json"));
+        let entry = list_entry(&format!("{dir}/containers-list.json"), &web.id);
+        let listed = ContainerInfo::from_list_entry(&entry).expect("converts");
+        let after = snapshot(&format!("{dir}/container-state-after-restart.txt"));
+        assert!(!listed.found_in(&after), "{dir}");
+    }
+}

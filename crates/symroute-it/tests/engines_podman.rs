@@ -310,6 +310,28 @@ fn starts_are_seen_from_the_namespace_folder(engine: Engine) {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // Found in its new namespace file by its interfaces (MACs and addresses from
+    // the list), with no inspect: at least one of the early ones.
+    let found: Vec<&str> = early
+        .iter()
+        .copied()
+        .filter(|name| {
+            lines.iter().any(|l| {
+                field(l, "message") == "hint: a start before its event, found by its interfaces"
+                    && field(l, "container") == *name
+                    && field(l, "netns").starts_with("netns-")
+            })
+        })
+        .collect();
+    eprintln!(
+        "{}: early {early:?}, found in their namespace files {found:?}",
+        engine.name()
+    );
+    assert!(
+        !found.is_empty(),
+        "{}: no early start was found in its namespace file by its interfaces",
+        engine.name()
+    );
     let problems = d.problems();
     assert!(
         problems.is_empty(),

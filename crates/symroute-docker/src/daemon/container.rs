@@ -2,7 +2,8 @@
 //! its open namespace), the retry backoff of the ones that failed, and the
 //! inspect → decide → lock → snapshot → plan → apply of one container.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,8 +15,8 @@ use super::metrics::{Metrics, Outcome};
 use super::namespaces::{Namespaces, NsHandle};
 use super::{DaemonOptions, unix_nanos};
 use crate::client::{DockerError, Event, EventKind};
-use crate::engine_api::EngineApi;
-use crate::model::{ContainerInfo, Decision, decide, plan_request};
+use crate::engine_api::{EngineApi, Recent};
+use crate::model::{ContainerInfo, Decision, decide, plan_request, policy};
 use symroute_core::engine::{self, ApplyOptions};
 use symroute_core::kernel::Kernel;
 
@@ -73,7 +74,18 @@ pub(crate) struct Daemon<N: Namespaces> {
     /// Running containers the policy leaves alone for their whole life
     /// (network mode, label): a hint's list does not inspect them again.
     pub(crate) skipped: HashSet<String>,
+    /// Files the engine made in its namespace folder lately, not claimed
+    /// by a container yet, oldest first, with when they were seen: where a
+    /// container known only from a hint's list is looked for.
+    pub(crate) fresh_netns: VecDeque<(String, Instant)>,
 }
+
+/// How many of the newest namespace files are kept as candidates.
+pub const FRESH_MAX: usize = 16;
+
+/// How long a namespace file stays a candidate: a start that made it and
+/// has not ended by then is left to its event.
+pub const FRESH_FOR: Duration = Duration::from_secs(30);
 
 pub(crate) fn short(id: &str) -> String {
     id.chars().take(12).collect()
@@ -98,6 +110,19 @@ impl<N: Namespaces> Daemon<N> {
             clock: Arc::new(AtomicU64::new(0)),
             touched: HashMap::new(),
             skipped: HashSet::new(),
+            fresh_netns: VecDeque::new(),
+        }
+    }
+
+    /// The engine made these files in its namespace folder.
+    pub(crate) fn saw_netns(&mut self, names: Vec<String>) {
+        let now = Instant::now();
+        for n in names {
+            self.fresh_netns.retain(|(x, _)| *x != n);
+            self.fresh_netns.push_back((n, now));
+        }
+        while self.fresh_netns.len() > FRESH_MAX {
+            self.fresh_netns.pop_front();
         }
     }
 
@@ -383,20 +408,26 @@ impl<N: Namespaces> Daemon<N> {
 
     /// The engine's list, asked for because its namespace folder changed
     /// ([`super::hint`]): converge every running container not known yet,
-    /// as its `start` event would.
+    /// as its `start` event would. One the list says enough of is looked
+    /// for among the namespace files just made in `folder`
+    /// ([`Daemon::claim`]), with no inspect; the others are inspected.
     pub(crate) async fn on_hint<A: EngineApi>(
         &mut self,
         api: &A,
-        listed: Result<Vec<String>, DockerError>,
+        listed: Result<Vec<Recent>, DockerError>,
+        folder: Option<&Path>,
     ) {
-        let ids = match listed {
-            Ok(ids) => ids,
+        let listed = match listed {
+            Ok(l) => l,
             Err(e) => {
                 debug!(error = %e, "hint: cannot list containers; the events will tell");
                 return;
             }
         };
-        for id in ids {
+        let seen = Instant::now();
+        self.fresh_netns
+            .retain(|(_, t)| seen.saturating_duration_since(*t) < FRESH_FOR);
+        for Recent { id, listed } in listed {
             // Known, left alone, or failing (its retry is scheduled already).
             if self.managed.contains_key(&id)
                 || self.skipped.contains(&id)
@@ -404,9 +435,74 @@ impl<N: Namespaces> Daemon<N> {
             {
                 continue;
             }
+            self.touch(&id);
+            if let (Some(info), Some(folder)) = (listed, folder)
+                && info.id == id
+                && self.claim(info, folder)
+            {
+                continue;
+            }
             debug!(container = %short(&id), "hint: a start before its event");
             self.reconcile(api, &id, None).await;
         }
+    }
+
+    /// Converge `info`, known from the engine's list only (no pid, no
+    /// namespace path), in the one namespace file made lately in `folder`
+    /// whose interfaces are exactly its attachments (MAC address and
+    /// addresses, [`ContainerInfo::found_in`]). False when the policy
+    /// would not manage it or no such file is there: the caller inspects.
+    fn claim(&mut self, mut info: ContainerInfo, folder: &Path) -> bool {
+        if !info.running || policy(&info, self.opts.require_label) != Decision::Manage {
+            return false;
+        }
+        let names: Vec<String> = self
+            .fresh_netns
+            .iter()
+            .rev()
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let path = folder.join(&name).to_string_lossy().into_owned();
+            let Ok(mut handle) = self.namespaces.open(
+                std::slice::from_ref(&path),
+                &info.id,
+                self.kernel_tx.clone(),
+            ) else {
+                // Gone already: not a candidate any more.
+                self.fresh_netns.retain(|(n, _)| *n != name);
+                continue;
+            };
+            let ns_id = handle.id();
+            if self.managed.values().any(|m| m.handle.id() == ns_id) {
+                self.fresh_netns.retain(|(n, _)| *n != name);
+                continue;
+            }
+            let found = handle
+                .locked(LOCK_WAIT, Kernel::snapshot)
+                .ok()
+                .and_then(Result::ok)
+                .is_some_and(|snap| info.found_in(&snap));
+            if !found {
+                continue;
+            }
+            self.fresh_netns.retain(|(n, _)| *n != name);
+            info.sandbox_key = Some(path);
+            debug!(container = %info.label(), netns = %name, "hint: a start before its event, found by its interfaces");
+            let id = info.id.clone();
+            self.managed.insert(
+                id.clone(),
+                Managed {
+                    info,
+                    handle,
+                    changed_ns: 0,
+                },
+            );
+            self.metrics.set_managed(self.managed.len());
+            self.converge(&id, None, true);
+            return true;
+        }
+        false
     }
 
     /// On shutdown: with --clean-on-exit remove symroute's rules and routes

@@ -115,6 +115,7 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
             }
         });
         let mut hints = HintList::default();
+        d.fresh_netns.clear();
         // A hint's list in flight is event-path work: the resync holds back for it.
         let mut hint_work = None;
         // After the line that says so: whoever sees the gauge at 1 finds it.
@@ -197,13 +198,16 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                         listed = listed.as_ref().map_or(0, Vec::len),
                         "hint answered"
                     );
-                    d.on_hint(&api, listed).await;
+                    d.on_hint(&api, listed, folder.as_ref().map(NetnsFolder::path)).await;
                 }
                 // Not read while a list is already due: nothing more to learn there,
                 // and a folder that changes without end cannot starve the rest.
                 changed = hint::next(&watch), if !hints.queued() => match changed {
-                    Ok(true) => hints.hint(&api),
-                    Ok(false) => {
+                    Ok(Some(names)) => {
+                        d.saw_netns(names);
+                        hints.hint(&api);
+                    }
+                    Ok(None) => {
                         info!("the engine's namespace folder is gone; looked for again after each start and resync");
                         watch = None;
                     }

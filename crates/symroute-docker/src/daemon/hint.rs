@@ -12,18 +12,28 @@
 //! containers (Podman sorts by creation and converts only those); the
 //! answer comes the moment the start is over (its event written, not yet
 //! delivered), and the daemon handles every running container in it that
-//! it does not know yet, as it would on that container's `start`. The
-//! event, when it comes, finds the container converged (one inspect, a
-//! no-op apply). A container created long before its start (a restart) is
-//! left to its event. Hints that come while a list is in flight ask for one
+//! it does not know yet, as it would on that container's `start`: the
+//! list tells of each its name, labels and networks (MAC address and
+//! addresses of every one), so it is looked for among the files just made
+//! in the folder, and converged in the one whose interfaces are those
+//! ([`crate::model::ContainerInfo::found_in`]), with no inspect (Podman's
+//! inspect waits for the container's lock again and costs 2 ms). One found
+//! in none, or whose list entry says too little, is inspected. The event,
+//! when it comes, finds the container converged (one inspect, a no-op
+//! apply). A container created long before its start (a restart) is left
+//! to its event. Hints that come while a list is in flight ask for one
 //! more list, of the [`RECENT_BURST`] newest, when it ends.
 //!
-//! Only a hint: nothing in the folder is read but the fact that it changed.
-//! A list costs one request, plus one inspect for each running container
-//! in it that is neither managed, nor left alone by the policy (network
-//! mode, label), nor waiting for a
-//! retry. The folder is the engine's as the engine sees it: the API socket's
-//! listener (`SO_PEERCRED`), when it is root and named `podman` (the
+//! What is read from the folder: the names of the files created in it
+//! (plain names only, [`plain_name`]; anything else is only a hint), at
+//! most [`super::container::FRESH_MAX`] of them kept for
+//! [`super::container::FRESH_FOR`], each opened as a namespace only
+//! while a listed container not known yet is looked for, and let go of
+//! unless its interfaces are that container's. A list costs one request,
+//! plus one inspect for each running container in it that is neither
+//! managed, nor found, nor left alone by the policy (network mode, label),
+//! nor waiting for a retry. The folder is the engine's as the engine sees
+//! it: the API socket's listener (`SO_PEERCRED`), when it is root and named `podman` (the
 //! service) or `systemd` (socket activation), gives `/proc/<pid>/root`, so
 //! a Podman in a mount namespace or a chroot of its own is followed too;
 //! `/proc/<pid>` is held open, so a reused pid is never followed. Rootless
@@ -40,7 +50,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::client::DockerError;
-use crate::engine_api::EngineApi;
+use crate::engine_api::{EngineApi, Recent};
 
 /// Where an engine creates its containers' namespace files, as this
 /// process reaches them: a path, and what keeps it meaning the same
@@ -127,16 +137,18 @@ impl FolderWatch {
         Ok(FolderWatch { fd })
     }
 
-    /// Wait for the next change and read everything pending. `Ok(false)`:
-    /// the folder itself is gone (or the watch was dropped by the kernel):
-    /// stop watching it.
-    pub(crate) async fn changed(&self) -> io::Result<bool> {
-        // Room for many events; their contents are not used beyond the mask.
+    /// Wait for the next change and read everything pending: the names of
+    /// the files created (only plain ones, [`plain_name`]). `Ok(None)`: the
+    /// folder itself is gone (or the watch was dropped by the kernel): stop
+    /// watching it.
+    pub(crate) async fn changed(&self) -> io::Result<Option<Vec<String>>> {
+        // Room for many events (each at most 16 bytes plus a 256-byte name).
         let mut buf = [0u8; 4096];
         loop {
             let mut guard = self.fd.readable().await?;
             let mut alive = true;
             let mut got = false;
+            let mut names = Vec::new();
             loop {
                 // SAFETY: reading into a buffer we own, of its own length.
                 let n = unsafe {
@@ -160,36 +172,67 @@ impl FolderWatch {
                     break;
                 }
                 got = true;
-                alive &= !removed(&buf[..n.min(buf.len())]);
+                let read = parse(&buf[..n.min(buf.len())]);
+                alive &= !read.removed;
+                names.extend(read.created);
             }
             if !alive {
-                return Ok(false);
+                return Ok(None);
             }
             if got {
-                return Ok(true);
+                return Ok(Some(names));
             }
         }
     }
 }
 
-/// Whether a read of inotify events says the watch is over (`IN_IGNORED`:
-/// the folder was deleted or unmounted). `struct inotify_event` is wd (4),
-/// mask (4), cookie (4), len (4), then `len` bytes of name.
-fn removed(mut buf: &[u8]) -> bool {
+/// What one read of inotify events says.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Read {
+    /// The watch is over (`IN_IGNORED`: the folder was deleted or unmounted).
+    removed: bool,
+    /// Plain names of files created or moved in.
+    created: Vec<String>,
+}
+
+/// Read inotify events: `struct inotify_event` is wd (4), mask (4), cookie
+/// (4), len (4), then `len` bytes of name, NUL-padded.
+fn parse(mut buf: &[u8]) -> Read {
     const HDR: usize = 16;
+    let mut out = Read::default();
     while buf.len() >= HDR {
         let mask = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let len = u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]);
         if mask & (libc::IN_IGNORED | libc::IN_UNMOUNT | libc::IN_DELETE_SELF) != 0 {
-            return true;
+            out.removed = true;
         }
         let step = HDR.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
-        if step > buf.len() {
+        let Some(name) = buf.get(HDR..step) else {
             break;
+        };
+        if mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
+            let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+            if let Some(n) = std::str::from_utf8(&name[..end])
+                .ok()
+                .filter(|n| plain_name(n))
+            {
+                out.created.push(n.to_string());
+            }
         }
         buf = &buf[step..];
     }
-    false
+    out
+}
+
+/// A file name as Podman makes them (`netns-<uuid>`) and as the daemon
+/// will open one: 1 to 255 ASCII letters, digits, `-`, `_` or `.`, not
+/// starting with a dot. Anything else in the folder is only a hint.
+pub(crate) fn plain_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 255
+        && !n.starts_with('.')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// How many of the newest containers a hint's list asks about: Podman
@@ -203,7 +246,7 @@ pub const RECENT: usize = 1;
 pub const RECENT_BURST: usize = 8;
 
 /// The engine's answer to a list.
-type Listed = Result<Vec<String>, DockerError>;
+type Listed = Result<Vec<Recent>, DockerError>;
 
 /// The list asked for after a hint: at most one in flight; a hint that
 /// comes while it is asks for one more when it ends (the list in flight
@@ -278,7 +321,7 @@ impl HintList {
 }
 
 /// The next change of `watch`, pending forever when there is none.
-pub(crate) async fn next(watch: &Option<FolderWatch>) -> io::Result<bool> {
+pub(crate) async fn next(watch: &Option<FolderWatch>) -> io::Result<Option<Vec<String>>> {
     match watch {
         Some(w) => w.changed().await,
         None => std::future::pending().await,
@@ -314,16 +357,40 @@ mod tests {
     }
 
     #[test]
-    fn a_created_file_is_not_the_end_of_the_watch_an_ignored_one_is() {
+    fn a_created_file_is_named_and_not_the_end_of_the_watch_an_ignored_one_is() {
         let mut created = event(libc::IN_CREATE, b"netns-1\0\0\0\0\0\0\0\0\0");
-        assert!(!removed(&created));
+        assert_eq!(
+            parse(&created),
+            Read {
+                removed: false,
+                created: vec!["netns-1".into()]
+            }
+        );
         created.extend(event(libc::IN_IGNORED, b""));
-        assert!(removed(&created));
-        assert!(removed(&event(libc::IN_DELETE_SELF, b"")));
+        assert!(parse(&created).removed);
+        assert!(parse(&event(libc::IN_DELETE_SELF, b"")).removed);
+        // Moved in counts; deleted does not.
+        let mut moved = event(libc::IN_MOVED_TO, b"netns-2\0");
+        moved.extend(event(libc::IN_DELETE, b"netns-3\0"));
+        assert_eq!(parse(&moved).created, vec!["netns-2".to_string()]);
+        // Names that are not plain are a hint, never a candidate.
+        for bad in [
+            &b"..\0"[..],
+            b".hidden\0",
+            b"a/b\0",
+            b"\xff\xfe\0",
+            b"\0",
+            b"a b\0",
+        ] {
+            let r = parse(&event(libc::IN_CREATE, bad));
+            assert!(r.created.is_empty(), "{bad:?}");
+        }
         // A truncated event is not read past its end.
         let mut cut = event(libc::IN_CREATE, b"netns-2\0");
         cut.truncate(20);
-        assert!(!removed(&cut));
+        assert_eq!(parse(&cut), Read::default());
+        assert!(plain_name("netns-0d1e4a2c-3b5f-4c1d-9e8f-000000000000"));
+        assert!(!plain_name(&"a".repeat(256)));
     }
 
     #[tokio::test]
@@ -332,8 +399,11 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("mkdir");
         let w = FolderWatch::new(&dir).expect("watch");
         std::fs::write(dir.join("netns-abc"), b"").expect("create");
-        assert!(w.changed().await.expect("changed"));
+        assert_eq!(
+            w.changed().await.expect("changed"),
+            Some(vec!["netns-abc".to_string()])
+        );
         std::fs::remove_dir_all(&dir).expect("rm");
-        assert!(!w.changed().await.expect("changed"));
+        assert_eq!(w.changed().await.expect("changed"), None);
     }
 }
