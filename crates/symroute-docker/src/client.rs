@@ -350,8 +350,12 @@ impl EngineApi for DockerClient {
             })
     }
 
-    async fn recent_running(&self, limit: usize) -> Result<Vec<Recent>, DockerError> {
-        crate::libpod::recent_running(&self.host, limit)
+    async fn recent_running(
+        &self,
+        limit: usize,
+        engine: &EngineVersion,
+    ) -> Result<Vec<Recent>, DockerError> {
+        crate::libpod::recent_running(&self.host, limit, &engine.version)
             .await
             .map_err(|message| DockerError::Engine {
                 what: "list the newest containers".into(),

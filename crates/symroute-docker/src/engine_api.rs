@@ -39,14 +39,15 @@ impl EngineVersion {
     }
 }
 
-/// A running container in the engine's list of the newest ones.
+/// A running container in the engine's lists of the newest ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recent {
     pub id: String,
-    /// What the list itself says of it (name, labels, networks and their
-    /// MAC addresses; no pid, no namespace path), when it says that much:
-    /// enough to converge it in a namespace file that holds exactly those
-    /// interfaces ([`ContainerInfo::found_in`]) without inspecting it.
+    /// What the lists themselves say of it, when they say all the daemon
+    /// needs: its pid, and the networks of a namespace of its own (name,
+    /// labels, each network's MAC address, addresses and gateways; no
+    /// `SandboxKey`). Enough to converge it without inspecting it, once
+    /// its interfaces are found there ([`ContainerInfo::found_in`]).
     pub listed: Option<ContainerInfo>,
 }
 
@@ -77,8 +78,9 @@ pub trait EngineApi: Clone + Send + Sync + 'static {
     fn recent_running(
         &self,
         limit: usize,
+        engine: &EngineVersion,
     ) -> impl Future<Output = Result<Vec<Recent>, DockerError>> + Send {
-        let _ = limit;
+        let _ = (limit, engine);
         async {
             let ids = self.running().await?;
             Ok(ids

@@ -143,32 +143,138 @@ pub(crate) async fn network_interface(
 /// only when the start it waits for (the container's lock) is over.
 const RECENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The running containers among the `limit` most recently created ones
-/// (Engine-compatible list, `all=true&limit=N`: Podman sorts by creation
-/// time and converts only those, each under its lock), each with what the
-/// list says of it.
-pub(crate) async fn recent_running(host: &EngineHost, limit: usize) -> Result<Vec<Recent>, String> {
-    let v = get_within(
-        host,
-        &format!("/containers/json?all=true&limit={limit}"),
-        RECENT_TIMEOUT,
-    )
-    .await?;
-    running(&v)
+/// The running containers among the `limit` most recently created ones,
+/// from two lists asked for at once (Podman sorts by creation time and
+/// converts only those, each under its lock): the Engine-compatible one
+/// (`/containers/json?all=true&limit=N`: names, labels, each network's MAC
+/// address, addresses and gateways) and libpod's
+/// (`/v{version}/libpod/containers/json?all=true&limit=N`: pid, pod, the
+/// networks of the container's own namespace), joined by [`join`]. When
+/// libpod's fails, the ids alone.
+pub(crate) async fn recent_running(
+    host: &EngineHost,
+    limit: usize,
+    version: &str,
+) -> Result<Vec<Recent>, String> {
+    let compat_path = format!("/containers/json?all=true&limit={limit}");
+    let compat = get_within(host, &compat_path, RECENT_TIMEOUT);
+    let versioned = version.chars().all(|c| c.is_ascii_digit() || c == '.') && !version.is_empty();
+    let libpod = async {
+        if !versioned {
+            return Err("no libpod version".to_string());
+        }
+        get_within(
+            host,
+            &format!("/v{version}/libpod/containers/json?all=true&limit={limit}"),
+            RECENT_TIMEOUT,
+        )
+        .await
+    };
+    let (compat, libpod) = tokio::join!(compat, libpod);
+    let compat = compat?;
+    let mut libpod = libpod
+        .inspect_err(
+            |e| tracing::debug!(error = %e, "hint: libpod's list failed; containers are inspected"),
+        )
+        .ok();
+    // Podman 5 answers libpod's list without waiting for the start to end
+    // (the container not running yet, no pid): ask it again, now that the
+    // compatible list, which waits, has answered.
+    if libpod.as_ref().is_some_and(|l| behind(&compat, l)) {
+        libpod = get_within(
+            host,
+            &format!("/v{version}/libpod/containers/json?all=true&limit={limit}"),
+            RECENT_TIMEOUT,
+        )
+        .await
+        .inspect_err(
+            |e| tracing::debug!(error = %e, "hint: libpod's list failed; containers are inspected"),
+        )
+        .ok();
+    }
+    join(&compat, libpod.as_ref())
 }
 
-/// The entries whose `State` is `running`; an id that is not a plain
-/// engine id (ASCII letters and digits, at most 128) is left out.
-fn running(v: &serde_json::Value) -> Result<Vec<Recent>, String> {
-    let list = v.as_array().ok_or("the container list is not an array")?;
+/// Whether libpod's list was answered before a start the compatible one
+/// waited for: an id running in the compatible list is not running in
+/// libpod's.
+fn behind(compat: &serde_json::Value, libpod: &serde_json::Value) -> bool {
+    let running = |l: &serde_json::Value| -> Vec<String> {
+        l.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c.get("State").and_then(|s| s.as_str()) == Some("running"))
+            .filter_map(|c| c.get("Id").and_then(|i| i.as_str()).map(str::to_string))
+            .collect()
+    };
+    let done = running(libpod);
+    running(compat).iter().any(|id| !done.contains(id))
+}
+
+/// The running entries of the Engine-compatible list, each with what both
+/// lists tell of it ([`Recent::listed`]) when libpod's entry of the same
+/// id gives a pid, is not a pod's member (`Pod` set, `IsInfra` false), and
+/// names exactly the networks of the compatible one. Podman's compatible
+/// list shows a container that shares another's namespace (`--network
+/// container:X`, a pod's member) with that one's networks, MAC addresses
+/// and all; libpod's gives it none. An id that is not a plain engine id
+/// is left out.
+fn join(
+    compat: &serde_json::Value,
+    libpod: Option<&serde_json::Value>,
+) -> Result<Vec<Recent>, String> {
+    let list = compat
+        .as_array()
+        .ok_or("the container list is not an array")?;
+    let own = |id: &str| -> Option<(u32, Vec<String>)> {
+        let e = libpod?
+            .as_array()?
+            .iter()
+            .find(|e| e.get("Id").and_then(|i| i.as_str()) == Some(id))?;
+        let pid = e
+            .get("Pid")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0)?;
+        let in_pod = e
+            .get("Pod")
+            .and_then(|p| p.as_str())
+            .is_some_and(|p| !p.is_empty());
+        let infra = e.get("IsInfra").and_then(serde_json::Value::as_bool) == Some(true);
+        if in_pod && !infra {
+            return None;
+        }
+        let mut nets: Vec<String> = e
+            .get("Networks")?
+            .as_array()?
+            .iter()
+            .map(|n| n.as_str().map(str::to_string))
+            .collect::<Option<_>>()?;
+        nets.sort();
+        Some((pid, nets))
+    };
     Ok(list
         .iter()
         .filter(|c| c.get("State").and_then(|s| s.as_str()) == Some("running"))
         .filter_map(|c| {
             let id = c.get("Id").and_then(|i| i.as_str())?;
-            valid_id(id).then(|| Recent {
+            if !valid_id(id) {
+                return None;
+            }
+            let listed = ContainerInfo::from_list_entry(c).and_then(|mut info| {
+                let (pid, nets) = own(id)?;
+                let mut names: Vec<String> =
+                    info.attachments.iter().map(|a| a.network.clone()).collect();
+                names.sort();
+                if nets.is_empty() || names != nets {
+                    return None;
+                }
+                info.pid = Some(pid);
+                Some(info)
+            });
+            Some(Recent {
                 id: id.to_string(),
-                listed: ContainerInfo::from_list_entry(c),
+                listed,
             })
         })
         .collect())
@@ -207,8 +313,122 @@ mod tests {
             {"State": "running"},
             {"Id": "f6", "State": "running", "Names": ["/x"]}
         ]);
-        let ids = running(&v).map(|r| r.into_iter().map(|r| r.id).collect::<Vec<_>>());
+        let ids = join(&v, None).map(|r| r.into_iter().map(|r| r.id).collect::<Vec<_>>());
         assert_eq!(ids, Ok(vec!["a1".to_string(), "f6".to_string()]));
-        assert!(running(&serde_json::json!({"message": "no"})).is_err());
+        assert!(join(&serde_json::json!({"message": "no"}), None).is_err());
+    }
+
+    fn fixture(dir: &str, name: &str) -> serde_json::Value {
+        let path = format!("{}/tests/fixtures/{dir}/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Recorded on Podman 4.3.1 and 5.8.6 (tests/fixtures/podman-*/shared-*):
+    /// `web` on two networks, `side` with `--network container:web`, pod
+    /// `p1` (its infra on two networks, and `member`), `hostnet`, `nonet`.
+    /// Podman's compatible list shows side and member with the networks,
+    /// MACs and addresses of the namespace they share.
+    #[test]
+    fn only_a_container_with_a_namespace_of_its_own_is_told_by_both_lists() {
+        for dir in ["podman-4.3", "podman-5.8"] {
+            let compat = fixture(dir, "shared-containers-list.json");
+            let libpod = fixture(dir, "shared-libpod-containers-list.json");
+            let got = join(&compat, Some(&libpod)).expect("joined");
+            let name = |r: &Recent| -> String {
+                compat
+                    .as_array()
+                    .and_then(|l| l.iter().find(|c| c["Id"] == r.id.as_str()))
+                    .and_then(|c| c["Names"][0].as_str())
+                    .unwrap_or("?")
+                    .trim_start_matches('/')
+                    .to_string()
+            };
+            assert_eq!(got.len(), 6, "{dir}: every running one, told or not");
+            let mut told: Vec<String> = got
+                .iter()
+                .filter(|r| r.listed.is_some())
+                .map(name)
+                .collect();
+            told.sort();
+            assert_eq!(told.len(), 2, "{dir}: {told:?}");
+            assert_eq!(told[1], "web", "{dir}");
+            assert!(told[0].ends_with("-infra"), "{dir}: {told:?}");
+            for r in got.iter().filter(|r| r.listed.is_some()) {
+                let info = r.listed.as_ref().expect("told");
+                let pid = libpod
+                    .as_array()
+                    .and_then(|l| l.iter().find(|e| e["Id"] == r.id.as_str()))
+                    .and_then(|e| e["Pid"].as_u64());
+                assert_eq!(info.pid.map(u64::from), pid, "{dir}: libpod's pid");
+                assert_eq!(info.attachments.len(), 2, "{dir}");
+                assert!(info.attachments.iter().all(|a| a.mac.is_some()), "{dir}");
+            }
+            // Without libpod's list, nothing is told.
+            let alone = join(&compat, None).expect("joined");
+            assert_eq!(alone.len(), 6);
+            assert!(alone.iter().all(|r| r.listed.is_none()), "{dir}");
+        }
+    }
+
+    #[test]
+    fn libpod_entries_that_disagree_with_the_compatible_list_tell_nothing() {
+        let compat = fixture("podman-4.3", "shared-containers-list.json");
+        let libpod = fixture("podman-4.3", "shared-libpod-containers-list.json");
+        let web = |l: &serde_json::Value| -> usize {
+            l.as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .position(|c| c["Names"][0] == "web" || c["Names"][0] == "/web")
+                })
+                .expect("web is listed")
+        };
+        let (ci, li) = (web(&compat), web(&libpod));
+        let id = compat[ci]["Id"].as_str().expect("id").to_string();
+        let told = |libpod: &serde_json::Value| -> bool {
+            join(&compat, Some(libpod))
+                .expect("joined")
+                .iter()
+                .any(|r| r.id == id && r.listed.is_some())
+        };
+        assert!(told(&libpod));
+        type Spoil = fn(&mut serde_json::Value);
+        let cases: [(&str, Spoil); 6] = [
+            ("one network fewer", |e| {
+                e["Networks"] = serde_json::json!(["apps"]);
+            }),
+            ("no networks", |e| e["Networks"] = serde_json::json!([])),
+            ("no pid", |e| e["Pid"] = 0.into()),
+            ("a negative pid", |e| e["Pid"] = (-1).into()),
+            ("a pod's member", |e| {
+                e["Pod"] = "105813896d48".into();
+                e["IsInfra"] = false.into();
+            }),
+            ("networks not names", |e| {
+                e["Networks"] = serde_json::json!([1, 2]);
+            }),
+        ];
+        for (what, spoil) in cases {
+            let mut l = libpod.clone();
+            spoil(&mut l[li]);
+            assert!(!told(&l), "{what}");
+        }
+        // An infra container is a pod's owner: told.
+        let mut l = libpod.clone();
+        l[li]["Pod"] = "105813896d48".into();
+        l[li]["IsInfra"] = true.into();
+        assert!(told(&l));
+    }
+
+    #[test]
+    fn a_libpod_list_that_has_not_seen_the_start_end_is_behind() {
+        let compat =
+            serde_json::json!([{"Id": "a1", "State": "running"}, {"Id": "b2", "State": "exited"}]);
+        let before = serde_json::json!([{"Id": "a1", "State": "initialized", "Pid": 0}]);
+        let after = serde_json::json!([{"Id": "a1", "State": "running", "Pid": 7}]);
+        assert!(behind(&compat, &before));
+        assert!(behind(&compat, &serde_json::json!([])));
+        assert!(!behind(&compat, &after));
+        assert!(!behind(&serde_json::json!([]), &before));
     }
 }

@@ -58,9 +58,12 @@ struct EngineState {
     inspected: Vec<(String, Instant)>,
     /// The namespace folder the engine says to watch (Podman's hint).
     folder: Option<PathBuf>,
-    /// A hint's list says what Podman's does of each container (name,
-    /// labels, networks; no pid, no namespace path), not only its id.
+    /// A hint's lists say what Podman's two do of a container with a
+    /// namespace of its own (pid, name, labels, networks; no namespace
+    /// path), not only its id.
     list_tells: bool,
+    /// The pid the lists tell of a container, when not its own.
+    listed_pids: HashMap<String, u32>,
 }
 
 #[derive(Clone, Default)]
@@ -155,7 +158,11 @@ impl EngineApi for FakeEngine {
             .collect())
     }
 
-    async fn recent_running(&self, _limit: usize) -> Result<Vec<Recent>, DockerError> {
+    async fn recent_running(
+        &self,
+        _limit: usize,
+        _engine: &EngineVersion,
+    ) -> Result<Vec<Recent>, DockerError> {
         let mut st = self.state();
         if st.down {
             return Err(refused("list containers"));
@@ -168,9 +175,9 @@ impl EngineApi for FakeEngine {
             .filter(|c| c.running)
             .map(|c| Recent {
                 id: c.id.clone(),
-                listed: tells.then(|| ContainerInfo {
-                    pid: None,
+                listed: (tells && matches!(c.mode, NetworkMode::Own(_))).then(|| ContainerInfo {
                     sandbox_key: None,
+                    pid: st.listed_pids.get(&c.id).copied().or(c.pid),
                     ..c.clone()
                 }),
             })
@@ -1428,30 +1435,31 @@ async fn a_namespace_folder_that_goes_away_is_watched_again_at_the_next_resync()
     .await;
 }
 
+/// An engine whose hint lists tell what Podman's do, watching `folder`.
+fn telling(engine: &FakeEngine, folder: &TempFolder) {
+    let mut st = engine.state();
+    st.folder = Some(folder.0.clone());
+    st.list_tells = true;
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_start_found_in_a_new_namespace_file_by_its_interfaces_is_converged_without_an_inspect() {
+async fn a_start_the_lists_tell_of_is_converged_in_its_pids_namespace_without_an_inspect() {
     let (engine, spaces, m) = world();
-    let folder = TempFolder::new("found");
-    {
-        let mut st = engine.state();
-        st.folder = Some(folder.0.clone());
-        st.list_tells = true;
-    }
-    let file = folder.0.join("netns-0d1e").to_string_lossy().into_owned();
-    let ns = web_ns(&spaces, 1, &file);
-    spaces.add("/proc/101/ns/net", &ns);
+    let folder = TempFolder::new("told");
+    telling(&engine, &folder);
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     let info = web("web1", 101);
     let want = expected(&info, &ns.kernel());
     with_daemon(options(), &engine, &spaces, &m, async {
         until("subscribed and listed", || engine.ready()).await;
         engine.put(info.clone());
-        std::fs::write(&file, b"").expect("create the namespace file");
+        std::fs::write(folder.0.join("netns-0d1e"), b"").expect("create the namespace file");
         until("rules in web1 without its event", || ns.tagged() == want).await;
         assert!(
             engine.inspections("web1").is_empty(),
-            "found by its interfaces: not inspected"
+            "converged from the lists: not inspected"
         );
-        assert_eq!(spaces.opened(), vec![file.clone()]);
+        assert_eq!(spaces.opened(), vec!["/proc/101/ns/net".to_string()]);
         assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
         // The late event: one inspect, no change, the same handle kept.
         engine.emit(EventKind::Start, "web1");
@@ -1460,7 +1468,7 @@ async fn a_start_found_in_a_new_namespace_file_by_its_interfaces_is_converged_wi
         })
         .await;
         assert_eq!(engine.inspections("web1").len(), 1);
-        assert_eq!(spaces.opened(), vec![file.clone()], "not opened again");
+        assert_eq!(spaces.opened().len(), 1, "not opened again");
         assert_eq!(ns.handles(), 1);
         assert_eq!(ns.tagged(), want);
         assert_eq!(ns.unlocked_changes.load(Ordering::SeqCst), 0);
@@ -1473,68 +1481,68 @@ async fn a_start_found_in_a_new_namespace_file_by_its_interfaces_is_converged_wi
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_new_namespace_file_holding_other_interfaces_is_not_taken_for_the_listed_container() {
+async fn a_listed_pid_whose_namespace_holds_other_interfaces_is_not_trusted_but_inspected() {
     let (engine, spaces, m) = world();
     let folder = TempFolder::new("other");
-    {
-        let mut st = engine.state();
-        st.folder = Some(folder.0.clone());
-        st.list_tells = true;
-    }
-    // Another start's namespace: the same networks, other MACs and addresses.
-    let other_file = folder.0.join("netns-other").to_string_lossy().into_owned();
+    telling(&engine, &folder);
+    // The listed pid's namespace (a pid reused, a list older than a
+    // restart) holds other MACs and addresses.
     let other = FakeNs::new(
         7,
         kernel_with(vec![
             link(2, "eth0", "02:42:c0:00:02:33", "192.0.2.51/24"),
-            link(3, "eth1", "02:42:ac:12:00:03", "172.18.0.3/16"),
+            link(3, "eth1", APP_MAC, "172.18.0.3/16"),
         ]),
     );
-    spaces.add(&other_file, &other);
-    // web1's own namespace is reached by its pid only.
-    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
-    let info = web("web1", 101);
+    spaces.add("/proc/101/ns/net", &other);
+    // Inspect gives the container's true pid, 201.
+    let ns = web_ns(&spaces, 2, "/proc/201/ns/net");
+    let info = web("web1", 201);
     let want = expected(&info, &ns.kernel());
+    engine.state().listed_pids.insert("web1".into(), 101);
     with_daemon(options(), &engine, &spaces, &m, async {
         until("subscribed and listed", || engine.ready()).await;
         engine.put(info.clone());
-        std::fs::write(&other_file, b"").expect("create the namespace file");
-        until("web1 converged on the hint", || ns.tagged() == want).await;
+        std::fs::write(folder.0.join("netns-other"), b"").expect("create the namespace file");
+        until("web1 converged in its true namespace", || {
+            ns.tagged() == want
+        })
+        .await;
         assert_eq!(
             engine.inspections("web1").len(),
             1,
-            "not found by its interfaces: inspected"
+            "not found where the lists said: inspected"
+        );
+        assert_eq!(
+            spaces.opened(),
+            vec![
+                "/proc/101/ns/net".to_string(),
+                "/proc/201/ns/net".to_string()
+            ]
         );
         assert_eq!(
             other.tagged(),
             (Vec::new(), Vec::new()),
-            "the other namespace untouched"
+            "the listed pid's namespace untouched"
         );
         assert_eq!(other.handles(), 0, "and let go of");
         assert_eq!(other.unlocked_changes.load(Ordering::SeqCst), 0);
-        assert_eq!(metric(&m, "symroute_docker_events_total"), 0.0);
     })
     .await;
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_listed_container_that_opts_out_is_never_put_in_a_namespace_file() {
+async fn a_listed_container_that_opts_out_is_never_opened() {
     let (engine, spaces, m) = world();
     let folder = TempFolder::new("optout");
-    {
-        let mut st = engine.state();
-        st.folder = Some(folder.0.clone());
-        st.list_tells = true;
-    }
-    let file = folder.0.join("netns-off").to_string_lossy().into_owned();
-    let ns = web_ns(&spaces, 1, &file);
-    spaces.add("/proc/101/ns/net", &ns);
+    telling(&engine, &folder);
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     let mut info = web("web1", 101);
     info.labels.insert("symroute.enable".into(), "false".into());
     with_daemon(options(), &engine, &spaces, &m, async {
         until("subscribed and listed", || engine.ready()).await;
         engine.put(info.clone());
-        std::fs::write(&file, b"").expect("create the namespace file");
+        std::fs::write(folder.0.join("netns-off"), b"").expect("create the namespace file");
         until("inspected on the hint", || {
             engine.inspections("web1").len() == 1
         })
@@ -1547,6 +1555,28 @@ async fn a_listed_container_that_opts_out_is_never_put_in_a_namespace_file() {
         );
         assert!(spaces.opened().is_empty(), "never opened");
         assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_container_whose_namespace_is_managed_already_is_inspected() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("shared");
+    telling(&engine, &folder);
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
+    spaces.add("/proc/102/ns/net", &ns);
+    let want = running_web(&engine, &ns, "web1", 101);
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("web1 converged by the first resync", || ns.tagged() == want).await;
+        // A second container in the same namespace, listed as if its own.
+        engine.put(web("web2", 102));
+        std::fs::write(folder.0.join("netns-2"), b"").expect("create the namespace file");
+        until("web2 inspected", || engine.inspections("web2").len() == 1).await;
+        idle(Duration::from_secs(1)).await;
+        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0, "web1 only");
+        assert_eq!(ns.handles(), 1);
+        assert_eq!(ns.tagged(), want);
     })
     .await;
 }

@@ -2,8 +2,7 @@
 //! its open namespace), the retry backoff of the ones that failed, and the
 //! inspect → decide → lock → snapshot → plan → apply of one container.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use super::namespaces::{Namespaces, NsHandle};
 use super::{DaemonOptions, unix_nanos};
 use crate::client::{DockerError, Event, EventKind};
 use crate::engine_api::{EngineApi, Recent};
-use crate::model::{ContainerInfo, Decision, decide, plan_request, policy};
+use crate::model::{ContainerInfo, Decision, decide, plan_request};
 use symroute_core::engine::{self, ApplyOptions};
 use symroute_core::kernel::Kernel;
 
@@ -74,18 +73,7 @@ pub(crate) struct Daemon<N: Namespaces> {
     /// Running containers the policy leaves alone for their whole life
     /// (network mode, label): a hint's list does not inspect them again.
     pub(crate) skipped: HashSet<String>,
-    /// Files the engine made in its namespace folder lately, not claimed
-    /// by a container yet, oldest first, with when they were seen: where a
-    /// container known only from a hint's list is looked for.
-    pub(crate) fresh_netns: VecDeque<(String, Instant)>,
 }
-
-/// How many of the newest namespace files are kept as candidates.
-pub const FRESH_MAX: usize = 16;
-
-/// How long a namespace file stays a candidate: a start that made it and
-/// has not ended by then is left to its event.
-pub const FRESH_FOR: Duration = Duration::from_secs(30);
 
 pub(crate) fn short(id: &str) -> String {
     id.chars().take(12).collect()
@@ -110,19 +98,6 @@ impl<N: Namespaces> Daemon<N> {
             clock: Arc::new(AtomicU64::new(0)),
             touched: HashMap::new(),
             skipped: HashSet::new(),
-            fresh_netns: VecDeque::new(),
-        }
-    }
-
-    /// The engine made these files in its namespace folder.
-    pub(crate) fn saw_netns(&mut self, names: Vec<String>) {
-        let now = Instant::now();
-        for n in names {
-            self.fresh_netns.retain(|(x, _)| *x != n);
-            self.fresh_netns.push_back((n, now));
-        }
-        while self.fresh_netns.len() > FRESH_MAX {
-            self.fresh_netns.pop_front();
         }
     }
 
@@ -406,16 +381,14 @@ impl<N: Namespaces> Daemon<N> {
         }
     }
 
-    /// The engine's list, asked for because its namespace folder changed
+    /// The engine's lists, asked for because its namespace folder changed
     /// ([`super::hint`]): converge every running container not known yet,
-    /// as its `start` event would. One the list says enough of is looked
-    /// for among the namespace files just made in `folder`
-    /// ([`Daemon::claim`]), with no inspect; the others are inspected.
+    /// as its `start` event would: from the lists alone when they tell
+    /// enough ([`Daemon::converge_listed`]), else by inspecting it.
     pub(crate) async fn on_hint<A: EngineApi>(
         &mut self,
         api: &A,
         listed: Result<Vec<Recent>, DockerError>,
-        folder: Option<&Path>,
     ) {
         let listed = match listed {
             Ok(l) => l,
@@ -424,9 +397,6 @@ impl<N: Namespaces> Daemon<N> {
                 return;
             }
         };
-        let seen = Instant::now();
-        self.fresh_netns
-            .retain(|(_, t)| seen.saturating_duration_since(*t) < FRESH_FOR);
         for Recent { id, listed } in listed {
             // Known, left alone, or failing (its retry is scheduled already).
             if self.managed.contains_key(&id)
@@ -436,73 +406,65 @@ impl<N: Namespaces> Daemon<N> {
                 continue;
             }
             self.touch(&id);
-            if let (Some(info), Some(folder)) = (listed, folder)
-                && info.id == id
-                && self.claim(info, folder)
+            let told = listed.is_some();
+            if let Some(info) = listed.filter(|i| i.id == id)
+                && self.converge_listed(info)
             {
                 continue;
             }
-            debug!(container = %short(&id), "hint: a start before its event");
+            debug!(container = %short(&id), told, "hint: a start before its event");
             self.reconcile(api, &id, None).await;
         }
     }
 
-    /// Converge `info`, known from the engine's list only (no pid, no
-    /// namespace path), in the one namespace file made lately in `folder`
-    /// whose interfaces are exactly its attachments (MAC address and
-    /// addresses, [`ContainerInfo::found_in`]). False when the policy
-    /// would not manage it or no such file is there: the caller inspects.
-    fn claim(&mut self, mut info: ContainerInfo, folder: &Path) -> bool {
-        if !info.running || policy(&info, self.opts.require_label) != Decision::Manage {
+    /// Converge `info`, known from the engine's lists only (its pid and
+    /// its own namespace's networks, [`Recent::listed`]), with no inspect:
+    /// only when the policy manages it, its namespace is not the host's nor
+    /// one managed already, and its interfaces there are the ones listed
+    /// (every MAC address with its addresses,
+    /// [`ContainerInfo::found_in`]). False otherwise: the caller inspects.
+    fn converge_listed(&mut self, info: ContainerInfo) -> bool {
+        if decide(&info, self.opts.require_label) != Decision::Manage {
             return false;
         }
-        let names: Vec<String> = self
-            .fresh_netns
-            .iter()
-            .rev()
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in names {
-            let path = folder.join(&name).to_string_lossy().into_owned();
-            let Ok(mut handle) = self.namespaces.open(
-                std::slice::from_ref(&path),
-                &info.id,
-                self.kernel_tx.clone(),
-            ) else {
-                // Gone already: not a candidate any more.
-                self.fresh_netns.retain(|(n, _)| *n != name);
-                continue;
-            };
-            let ns_id = handle.id();
-            if self.managed.values().any(|m| m.handle.id() == ns_id) {
-                self.fresh_netns.retain(|(n, _)| *n != name);
-                continue;
+        let mut handle = match self.namespaces.open(
+            &info.netns_paths(),
+            &info.id,
+            self.kernel_tx.clone(),
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                debug!(container = %info.label(), error = %e, "hint: the listed pid's namespace cannot be opened");
+                return false;
             }
-            let found = handle
-                .locked(LOCK_WAIT, Kernel::snapshot)
-                .ok()
-                .and_then(Result::ok)
-                .is_some_and(|snap| info.found_in(&snap));
-            if !found {
-                continue;
-            }
-            self.fresh_netns.retain(|(n, _)| *n != name);
-            info.sandbox_key = Some(path);
-            debug!(container = %info.label(), netns = %name, "hint: a start before its event, found by its interfaces");
-            let id = info.id.clone();
-            self.managed.insert(
-                id.clone(),
-                Managed {
-                    info,
-                    handle,
-                    changed_ns: 0,
-                },
-            );
-            self.metrics.set_managed(self.managed.len());
-            self.converge(&id, None, true);
-            return true;
+        };
+        let ns_id = handle.id();
+        if handle.is_host() || self.managed.values().any(|m| m.handle.id() == ns_id) {
+            debug!(container = %info.label(), "hint: the listed pid's namespace is the host's or managed already");
+            return false;
         }
-        false
+        let found = handle
+            .locked(LOCK_WAIT, Kernel::snapshot)
+            .ok()
+            .and_then(Result::ok)
+            .is_some_and(|snap| info.found_in(&snap));
+        if !found {
+            debug!(container = %info.label(), "hint: the listed interfaces are not in the listed pid's namespace");
+            return false;
+        }
+        debug!(container = %info.label(), "hint: a start before its event, converged from the lists");
+        let id = info.id.clone();
+        self.managed.insert(
+            id.clone(),
+            Managed {
+                info,
+                handle,
+                changed_ns: 0,
+            },
+        );
+        self.metrics.set_managed(self.managed.len());
+        self.converge(&id, None, true);
+        true
     }
 
     /// On shutdown: with --clean-on-exit remove symroute's rules and routes

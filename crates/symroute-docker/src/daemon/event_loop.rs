@@ -18,7 +18,7 @@ use super::metrics::Metrics;
 use super::namespaces::Namespaces;
 use super::resync;
 use super::{DaemonOptions, unix_nanos};
-use crate::engine_api::{Connector, EngineApi};
+use crate::engine_api::{Connector, EngineApi, EngineVersion};
 
 /// The first reconnect delay; doubles per failed attempt.
 pub const RECONNECT_FIRST: Duration = Duration::from_millis(250);
@@ -114,8 +114,12 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 None
             }
         });
-        let mut hints = HintList::default();
-        d.fresh_netns.clear();
+        // No version, no folder: then no hint is ever asked for.
+        let mut hints = HintList::new(version.clone().unwrap_or_else(|| EngineVersion {
+            name: String::new(),
+            version: String::new(),
+            api_version: String::new(),
+        }));
         // A hint's list in flight is event-path work: the resync holds back for it.
         let mut hint_work = None;
         // After the line that says so: whoever sees the gauge at 1 finds it.
@@ -198,16 +202,13 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                         listed = listed.as_ref().map_or(0, Vec::len),
                         "hint answered"
                     );
-                    d.on_hint(&api, listed, folder.as_ref().map(NetnsFolder::path)).await;
+                    d.on_hint(&api, listed).await;
                 }
                 // Not read while a list is already due: nothing more to learn there,
                 // and a folder that changes without end cannot starve the rest.
                 changed = hint::next(&watch), if !hints.queued() => match changed {
-                    Ok(Some(names)) => {
-                        d.saw_netns(names);
-                        hints.hint(&api);
-                    }
-                    Ok(None) => {
+                    Ok(true) => hints.hint(&api),
+                    Ok(false) => {
                         info!("the engine's namespace folder is gone; looked for again after each start and resync");
                         watch = None;
                     }

@@ -6,38 +6,36 @@
 //! follows its own events file by polling it every 250 ms. But Podman
 //! creates a container's namespace file (`/run/netns/netns-<uuid>`) at the
 //! beginning of the start (about 130 ms before its `start` event, measured
-//! on Podman 4.3), under the container's lock, and its Engine-compatible
-//! list converts each container it returns under that lock. So when a file
-//! appears in the folder the daemon asks for the [`RECENT`] newest
-//! containers (Podman sorts by creation and converts only those); the
-//! answer comes the moment the start is over (its event written, not yet
-//! delivered), and the daemon handles every running container in it that
-//! it does not know yet, as it would on that container's `start`: the
-//! list tells of each its name, labels and networks (MAC address and
-//! addresses of every one), so it is looked for among the files just made
-//! in the folder, and converged in the one whose interfaces are those
+//! on Podman 4.3), under the container's lock, and its lists convert each
+//! container they return under that lock. So when a file appears in the
+//! folder the daemon asks for the [`RECENT`] newest containers (Podman
+//! sorts by creation and converts only those), twice at once: the
+//! Engine-compatible list (name, labels, each network's MAC address,
+//! addresses and gateways) and libpod's (pid, pod, and the networks of the
+//! container's own namespace: none for one that shares another's, a pod's
+//! member, host or none). Both answer the moment the start is over (its
+//! event written, not yet delivered). Every running container in them
+//! that the daemon does not know yet is handled as its `start` event
+//! would: one both lists tell of is converged in `/proc/<pid>/ns/net`
+//! once its interfaces there are the ones listed
 //! ([`crate::model::ContainerInfo::found_in`]), with no inspect (Podman's
-//! inspect waits for the container's lock again and costs 2 ms). One found
-//! in none, or whose list entry says too little, is inspected. The event,
-//! when it comes, finds the container converged (one inspect, a no-op
-//! apply). A container created long before its start (a restart) is left
-//! to its event. Hints that come while a list is in flight ask for one
-//! more list, of the [`RECENT_BURST`] newest, when it ends.
+//! inspect waits for the container's lock again and costs 2 ms); any other
+//! is inspected. The event, when it comes, finds the container converged
+//! (one inspect, a no-op apply). A container created long before its start
+//! (a restart) is left to its event. Hints that come while a list is in
+//! flight ask for one more, of the [`RECENT_BURST`] newest, when it ends.
 //!
-//! What is read from the folder: the names of the files created in it
-//! (plain names only, [`plain_name`]; anything else is only a hint), at
-//! most [`super::container::FRESH_MAX`] of them kept for
-//! [`super::container::FRESH_FOR`], each opened as a namespace only
-//! while a listed container not known yet is looked for, and let go of
-//! unless its interfaces are that container's. A list costs one request,
-//! plus one inspect for each running container in it that is neither
-//! managed, nor found, nor left alone by the policy (network mode, label),
-//! nor waiting for a retry. The folder is the engine's as the engine sees
-//! it: the API socket's listener (`SO_PEERCRED`), when it is root and named `podman` (the
-//! service) or `systemd` (socket activation), gives `/proc/<pid>/root`, so
-//! a Podman in a mount namespace or a chroot of its own is followed too;
-//! `/proc/<pid>` is held open, so a reused pid is never followed. Rootless
-//! Podman and proxies are not watched (their events still are).
+//! Only a hint: nothing in the folder is read but the fact that it
+//! changed. A hint costs the two lists, plus one inspect for each running
+//! container in them that is neither managed, nor converged from the
+//! lists, nor left alone by the policy (network mode, label), nor waiting
+//! for a retry. The folder is the engine's as the engine sees it: the API
+//! socket's listener (`SO_PEERCRED`), when it is root and named `podman`
+//! (the service) or `systemd` (socket activation), gives
+//! `/proc/<pid>/root`, so a Podman in a mount namespace or a chroot of its
+//! own is followed too; `/proc/<pid>` is held open, so a reused pid is
+//! never followed. Rootless Podman and proxies are not watched (their
+//! events still are).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -50,7 +48,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::client::DockerError;
-use crate::engine_api::{EngineApi, Recent};
+use crate::engine_api::{EngineApi, EngineVersion, Recent};
 
 /// Where an engine creates its containers' namespace files, as this
 /// process reaches them: a path, and what keeps it meaning the same
@@ -137,18 +135,16 @@ impl FolderWatch {
         Ok(FolderWatch { fd })
     }
 
-    /// Wait for the next change and read everything pending: the names of
-    /// the files created (only plain ones, [`plain_name`]). `Ok(None)`: the
-    /// folder itself is gone (or the watch was dropped by the kernel): stop
-    /// watching it.
-    pub(crate) async fn changed(&self) -> io::Result<Option<Vec<String>>> {
-        // Room for many events (each at most 16 bytes plus a 256-byte name).
+    /// Wait for the next change and read everything pending. `Ok(false)`:
+    /// the folder itself is gone (or the watch was dropped by the kernel):
+    /// stop watching it.
+    pub(crate) async fn changed(&self) -> io::Result<bool> {
+        // Room for many events; their contents are not used beyond the mask.
         let mut buf = [0u8; 4096];
         loop {
             let mut guard = self.fd.readable().await?;
             let mut alive = true;
             let mut got = false;
-            let mut names = Vec::new();
             loop {
                 // SAFETY: reading into a buffer we own, of its own length.
                 let n = unsafe {
@@ -172,67 +168,36 @@ impl FolderWatch {
                     break;
                 }
                 got = true;
-                let read = parse(&buf[..n.min(buf.len())]);
-                alive &= !read.removed;
-                names.extend(read.created);
+                alive &= !removed(&buf[..n.min(buf.len())]);
             }
             if !alive {
-                return Ok(None);
+                return Ok(false);
             }
             if got {
-                return Ok(Some(names));
+                return Ok(true);
             }
         }
     }
 }
 
-/// What one read of inotify events says.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Read {
-    /// The watch is over (`IN_IGNORED`: the folder was deleted or unmounted).
-    removed: bool,
-    /// Plain names of files created or moved in.
-    created: Vec<String>,
-}
-
-/// Read inotify events: `struct inotify_event` is wd (4), mask (4), cookie
-/// (4), len (4), then `len` bytes of name, NUL-padded.
-fn parse(mut buf: &[u8]) -> Read {
+/// Whether a read of inotify events says the watch is over (`IN_IGNORED`:
+/// the folder was deleted or unmounted). `struct inotify_event` is wd (4),
+/// mask (4), cookie (4), len (4), then `len` bytes of name.
+fn removed(mut buf: &[u8]) -> bool {
     const HDR: usize = 16;
-    let mut out = Read::default();
     while buf.len() >= HDR {
         let mask = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let len = u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]);
         if mask & (libc::IN_IGNORED | libc::IN_UNMOUNT | libc::IN_DELETE_SELF) != 0 {
-            out.removed = true;
+            return true;
         }
         let step = HDR.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
-        let Some(name) = buf.get(HDR..step) else {
+        if step > buf.len() {
             break;
-        };
-        if mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
-            let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
-            if let Some(n) = std::str::from_utf8(&name[..end])
-                .ok()
-                .filter(|n| plain_name(n))
-            {
-                out.created.push(n.to_string());
-            }
         }
         buf = &buf[step..];
     }
-    out
-}
-
-/// A file name as Podman makes them (`netns-<uuid>`) and as the daemon
-/// will open one: 1 to 255 ASCII letters, digits, `-`, `_` or `.`, not
-/// starting with a dot. Anything else in the folder is only a hint.
-pub(crate) fn plain_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 255
-        && !n.starts_with('.')
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    false
 }
 
 /// How many of the newest containers a hint's list asks about: Podman
@@ -251,8 +216,9 @@ type Listed = Result<Vec<Recent>, DockerError>;
 /// The list asked for after a hint: at most one in flight; a hint that
 /// comes while it is asks for one more when it ends (the list in flight
 /// may have been answered before that start began).
-#[derive(Default)]
 pub(crate) struct HintList {
+    /// The engine the lists are asked of (libpod's API is versioned).
+    engine: EngineVersion,
     running: Option<(JoinHandle<()>, oneshot::Receiver<Listed>)>,
     again: bool,
     /// When the list in flight was asked for (CLOCK_REALTIME ns).
@@ -268,6 +234,15 @@ impl Drop for HintList {
 }
 
 impl HintList {
+    pub(crate) fn new(engine: EngineVersion) -> HintList {
+        HintList {
+            engine,
+            running: None,
+            again: false,
+            asked_ns: 0,
+        }
+    }
+
     /// Whether a list is in flight.
     pub(crate) fn in_flight(&self) -> bool {
         self.running.is_some()
@@ -292,8 +267,9 @@ impl HintList {
         let (tx, rx) = oneshot::channel();
         self.asked_ns = unix_nanos();
         let api = api.clone();
+        let engine = self.engine.clone();
         let task = tokio::spawn(async move {
-            let _ = tx.send(api.recent_running(limit).await);
+            let _ = tx.send(api.recent_running(limit, &engine).await);
         });
         self.running = Some((task, rx));
     }
@@ -321,7 +297,7 @@ impl HintList {
 }
 
 /// The next change of `watch`, pending forever when there is none.
-pub(crate) async fn next(watch: &Option<FolderWatch>) -> io::Result<Option<Vec<String>>> {
+pub(crate) async fn next(watch: &Option<FolderWatch>) -> io::Result<bool> {
     match watch {
         Some(w) => w.changed().await,
         None => std::future::pending().await,
@@ -357,40 +333,16 @@ mod tests {
     }
 
     #[test]
-    fn a_created_file_is_named_and_not_the_end_of_the_watch_an_ignored_one_is() {
+    fn a_created_file_is_not_the_end_of_the_watch_an_ignored_one_is() {
         let mut created = event(libc::IN_CREATE, b"netns-1\0\0\0\0\0\0\0\0\0");
-        assert_eq!(
-            parse(&created),
-            Read {
-                removed: false,
-                created: vec!["netns-1".into()]
-            }
-        );
+        assert!(!removed(&created));
         created.extend(event(libc::IN_IGNORED, b""));
-        assert!(parse(&created).removed);
-        assert!(parse(&event(libc::IN_DELETE_SELF, b"")).removed);
-        // Moved in counts; deleted does not.
-        let mut moved = event(libc::IN_MOVED_TO, b"netns-2\0");
-        moved.extend(event(libc::IN_DELETE, b"netns-3\0"));
-        assert_eq!(parse(&moved).created, vec!["netns-2".to_string()]);
-        // Names that are not plain are a hint, never a candidate.
-        for bad in [
-            &b"..\0"[..],
-            b".hidden\0",
-            b"a/b\0",
-            b"\xff\xfe\0",
-            b"\0",
-            b"a b\0",
-        ] {
-            let r = parse(&event(libc::IN_CREATE, bad));
-            assert!(r.created.is_empty(), "{bad:?}");
-        }
+        assert!(removed(&created));
+        assert!(removed(&event(libc::IN_DELETE_SELF, b"")));
         // A truncated event is not read past its end.
         let mut cut = event(libc::IN_CREATE, b"netns-2\0");
         cut.truncate(20);
-        assert_eq!(parse(&cut), Read::default());
-        assert!(plain_name("netns-0d1e4a2c-3b5f-4c1d-9e8f-000000000000"));
-        assert!(!plain_name(&"a".repeat(256)));
+        assert!(!removed(&cut));
     }
 
     #[tokio::test]
@@ -399,11 +351,8 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("mkdir");
         let w = FolderWatch::new(&dir).expect("watch");
         std::fs::write(dir.join("netns-abc"), b"").expect("create");
-        assert_eq!(
-            w.changed().await.expect("changed"),
-            Some(vec!["netns-abc".to_string()])
-        );
+        assert!(w.changed().await.expect("changed"));
         std::fs::remove_dir_all(&dir).expect("rm");
-        assert_eq!(w.changed().await.expect("changed"), None);
+        assert!(!w.changed().await.expect("changed"));
     }
 }
