@@ -4,9 +4,13 @@
 //!   (`network_interface` of `GET /v{version}/libpod/networks/{name}/json`:
 //!   netavark's bridge, e.g. `podman1`, or a macvlan's parent). The
 //!   Engine-compatible network inspect leaves it out (its `Options` are empty);
-//! - the newest containers and their states (`GET /containers/json?all=true&limit=N`),
-//!   read loosely: Podman's states include some (`configured`, `stopped`,
-//!   `initialized`) that bollard's strict enum refuses, and the whole list with it.
+//! - the newest containers, from two lists asked for at once: the
+//!   Engine-compatible one (`GET /containers/json?all=true&limit=N`: names,
+//!   labels, networks with their MAC addresses, addresses and gateways),
+//!   read loosely (Podman's states include some, `configured`, `stopped`,
+//!   `initialized`, that bollard's strict enum refuses, and the whole list
+//!   with it), and libpod's (`GET /v{version}/libpod/containers/json`: pid,
+//!   pod, the networks of the container's own namespace).
 //!
 //! Plain HTTP/1.0 GETs on the same socket.
 
@@ -21,6 +25,15 @@ use crate::model::{ContainerInfo, valid_id};
 /// The longest answer read.
 const MAX_ANSWER: u64 = 1 << 20;
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An API version as Podman's router takes it in `/v{version}/libpod/...`:
+/// `[0-9][0-9A-Za-z.-]*` ("5.8.6", a distribution's "4.9.4-rhel").
+fn valid_version(v: &str) -> bool {
+    v.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
 
 /// A Podman network name as Podman allows it: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
 fn valid_name(n: &str) -> bool {
@@ -129,7 +142,7 @@ pub(crate) async fn network_interface(
     version: &str,
     name: &str,
 ) -> Result<Option<String>, String> {
-    if !valid_name(name) || !version.chars().all(|c| c.is_ascii_digit() || c == '.') {
+    if !valid_name(name) || !valid_version(version) {
         return Ok(None);
     }
     let v = get(host, &format!("/v{version}/libpod/networks/{name}/json")).await?;
@@ -156,19 +169,24 @@ pub(crate) async fn recent_running(
     limit: usize,
     version: &str,
 ) -> Result<Vec<Recent>, String> {
-    let compat_path = format!("/containers/json?all=true&limit={limit}");
-    let compat = get_within(host, &compat_path, RECENT_TIMEOUT);
-    let versioned = version.chars().all(|c| c.is_ascii_digit() || c == '.') && !version.is_empty();
-    let libpod = async {
-        if !versioned {
-            return Err("no libpod version".to_string());
-        }
-        get_within(
-            host,
-            &format!("/v{version}/libpod/containers/json?all=true&limit={limit}"),
-            RECENT_TIMEOUT,
-        )
+    tokio::time::timeout(RECENT_TIMEOUT, both_lists(host, limit, version))
         .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+/// How long libpod's list may take when asked again: the start it was
+/// behind is over.
+const AGAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn both_lists(host: &EngineHost, limit: usize, version: &str) -> Result<Vec<Recent>, String> {
+    let compat_path = format!("/containers/json?all=true&limit={limit}");
+    let libpod_path = format!("/v{version}/libpod/containers/json?all=true&limit={limit}");
+    let compat = get_within(host, &compat_path, RECENT_TIMEOUT);
+    let libpod = async {
+        if !valid_version(version) {
+            return Err(format!("no libpod API version in {version:?}"));
+        }
+        get_within(host, &libpod_path, RECENT_TIMEOUT).await
     };
     let (compat, libpod) = tokio::join!(compat, libpod);
     let compat = compat?;
@@ -181,16 +199,10 @@ pub(crate) async fn recent_running(
     // (the container not running yet, no pid): ask it again, now that the
     // compatible list, which waits, has answered.
     if libpod.as_ref().is_some_and(|l| behind(&compat, l)) {
-        libpod = get_within(
-            host,
-            &format!("/v{version}/libpod/containers/json?all=true&limit={limit}"),
-            RECENT_TIMEOUT,
-        )
-        .await
-        .inspect_err(
-            |e| tracing::debug!(error = %e, "hint: libpod's list failed; containers are inspected"),
-        )
-        .ok();
+        libpod = get_within(host, &libpod_path, AGAIN_TIMEOUT)
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, "hint: libpod's list failed; containers are inspected"))
+            .ok();
     }
     join(&compat, libpod.as_ref())
 }
@@ -213,8 +225,8 @@ fn behind(compat: &serde_json::Value, libpod: &serde_json::Value) -> bool {
 
 /// The running entries of the Engine-compatible list, each with what both
 /// lists tell of it ([`Recent::listed`]) when libpod's entry of the same
-/// id gives a pid, is not a pod's member (`Pod` set, `IsInfra` false), and
-/// names exactly the networks of the compatible one. Podman's compatible
+/// id is running, gives a pid, is not a pod's member (`Pod` set, `IsInfra`
+/// false), and names exactly the networks of the compatible one. Podman's compatible
 /// list shows a container that shares another's namespace (`--network
 /// container:X`, a pod's member) with that one's networks, MAC addresses
 /// and all; libpod's gives it none. An id that is not a plain engine id
@@ -241,7 +253,8 @@ fn join(
             .and_then(|p| p.as_str())
             .is_some_and(|p| !p.is_empty());
         let infra = e.get("IsInfra").and_then(serde_json::Value::as_bool) == Some(true);
-        if in_pod && !infra {
+        let running = e.get("State").and_then(|s| s.as_str()) == Some("running");
+        if (in_pod && !infra) || !running {
             return None;
         }
         let mut nets: Vec<String> = e
@@ -298,6 +311,15 @@ mod tests {
         let missing = b"HTTP/1.0 404 Not Found\r\n\r\n{\"cause\":\"network not found\"}";
         assert!(body(missing).is_err_and(|e| e.contains("404")));
         assert!(valid_name("zlan") && valid_name("app_default.1"));
+        assert!(
+            valid_version("5.8.6") && valid_version("4.9.4-rhel") && valid_version("5.0.0-dev")
+        );
+        assert!(
+            !valid_version("")
+                && !valid_version("v5")
+                && !valid_version("5/../x")
+                && !valid_version("5?a")
+        );
         assert!(!valid_name("../x") && !valid_name("") && !valid_name("a b"));
     }
 
@@ -393,7 +415,7 @@ mod tests {
         };
         assert!(told(&libpod));
         type Spoil = fn(&mut serde_json::Value);
-        let cases: [(&str, Spoil); 6] = [
+        let cases: [(&str, Spoil); 7] = [
             ("one network fewer", |e| {
                 e["Networks"] = serde_json::json!(["apps"]);
             }),
@@ -404,6 +426,7 @@ mod tests {
                 e["Pod"] = "105813896d48".into();
                 e["IsInfra"] = false.into();
             }),
+            ("not running (yet)", |e| e["State"] = "initialized".into()),
             ("networks not names", |e| {
                 e["Networks"] = serde_json::json!([1, 2]);
             }),

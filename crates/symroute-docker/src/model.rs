@@ -219,11 +219,12 @@ impl ContainerInfo {
 
     /// Convert one entry of the Engine-compatible container list
     /// (`GET /containers/json`): its id, name, state, labels, network mode
-    /// (Docker's `HostConfig.NetworkMode`; Podman sends none: its own
-    /// namespace is assumed, and [`ContainerInfo::found_in`] is what proves
-    /// it) and attachments. A list has no pid and no `SandboxKey`: both
-    /// are `None`. `None` when the entry lacks an id or its networks are
-    /// not what an inspect would send; the caller then inspects.
+    /// (Docker's `HostConfig.NetworkMode`; Podman sends none, and shows a
+    /// container that shares another's namespace with that one's networks:
+    /// `Own("default")` here proves nothing, only libpod's list tells) and
+    /// attachments. A list has no pid and no `SandboxKey`: both are `None`.
+    /// `None` when the entry lacks an id or its networks are not what an
+    /// inspect would send; the caller then inspects.
     pub fn from_list_entry(v: &serde_json::Value) -> Option<ContainerInfo> {
         let id = v.get("Id")?.as_str()?;
         if !valid_id(id) {
@@ -270,11 +271,12 @@ impl ContainerInfo {
         })
     }
 
-    /// Whether `snap` (a namespace's interfaces) is this container's: it has
-    /// at least one attachment with a MAC address, and for every one of
-    /// them an interface with that MAC carrying the attachment's addresses.
-    /// How a container known only from a list is matched to a namespace
-    /// file the engine just made, without a pid.
+    /// Whether `snap` (a namespace's interfaces) holds this container's:
+    /// it has at least one attachment with a MAC address, and for every
+    /// one of them an interface with that MAC carrying the attachment's
+    /// addresses (other interfaces may be there too). How the namespace
+    /// of a pid that the engine's lists gave is checked before it is
+    /// converged without an inspect.
     pub fn found_in(&self, snap: &Snapshot) -> bool {
         let mut any = false;
         for a in &self.attachments {

@@ -84,11 +84,16 @@ impl FakeEngine {
     }
 
     fn emit(&self, kind: EventKind, container: &str) {
+        self.emit_at(kind, container, 0);
+    }
+
+    /// An event stamped `time_nano` (CLOCK_REALTIME ns) by the engine.
+    fn emit_at(&self, kind: EventKind, container: &str, time_nano: i64) {
         let ev = Event {
             kind,
             container: container.to_string(),
             network: None,
-            time_nano: 0,
+            time_nano,
         };
         let st = self.state();
         let tx = st.events.as_ref().expect("the daemon is subscribed");
@@ -175,9 +180,16 @@ impl EngineApi for FakeEngine {
             .filter(|c| c.running)
             .map(|c| Recent {
                 id: c.id.clone(),
-                listed: (tells && matches!(c.mode, NetworkMode::Own(_))).then(|| ContainerInfo {
+                // What libpod's and the compatible list tell together: a
+                // container with a namespace of its own (or one the test
+                // makes them tell of), and no network mode.
+                listed: (tells
+                    && (matches!(c.mode, NetworkMode::Own(_))
+                        || st.listed_pids.contains_key(&c.id)))
+                .then(|| ContainerInfo {
                     sandbox_key: None,
                     pid: st.listed_pids.get(&c.id).copied().or(c.pid),
+                    mode: NetworkMode::Own("default".into()),
                     ..c.clone()
                 }),
             })
@@ -260,6 +272,8 @@ struct FakeNs {
     handles: Arc<AtomicUsize>,
     /// Where the daemon's handle sends kernel notifications.
     notify: Arc<Mutex<Option<Notifier>>>,
+    /// It is the host's namespace.
+    host: Arc<AtomicBool>,
 }
 
 /// Every namespace lock taken in this process, in order: tells which
@@ -282,6 +296,7 @@ impl FakeNs {
             busy: Arc::default(),
             handles: Arc::default(),
             notify: Arc::default(),
+            host: Arc::default(),
         }
     }
 
@@ -408,6 +423,10 @@ impl NsHandle for FakeHandle {
 
     fn path(&self) -> &str {
         &self.path
+    }
+
+    fn is_host(&self) -> bool {
+        self.ns.host.load(Ordering::SeqCst)
     }
 
     fn locked<T>(
@@ -1577,6 +1596,110 @@ async fn a_listed_container_whose_namespace_is_managed_already_is_inspected() {
         assert_eq!(metric(&m, "symroute_containers_managed"), 1.0, "web1 only");
         assert_eq!(ns.handles(), 1);
         assert_eq!(ns.tagged(), want);
+    })
+    .await;
+}
+
+/// CLOCK_REALTIME now, in ns (the clock engines stamp their events with).
+fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_pid_in_the_hosts_namespace_is_inspected_never_touched() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("host");
+    telling(&engine, &folder);
+    // The lists (wrongly) tell of a host-network container, pid 101.
+    let host = web_ns(&spaces, 1, "/proc/101/ns/net");
+    host.host.store(true, Ordering::SeqCst);
+    engine.state().listed_pids.insert("hostnet".into(), 101);
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        engine.put(container(
+            "hostnet",
+            101,
+            NetworkMode::Host,
+            vec![lan(), app()],
+        ));
+        std::fs::write(folder.0.join("netns-h"), b"").expect("create the namespace file");
+        until("inspected on the hint", || {
+            engine.inspections("hostnet").len() == 1
+        })
+        .await;
+        idle(Duration::from_secs(1)).await;
+        assert_eq!(
+            host.locks.load(Ordering::SeqCst),
+            0,
+            "never locked, never read"
+        );
+        assert_eq!(host.tagged(), (Vec::new(), Vec::new()));
+        assert_eq!(host.handles(), 0);
+        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_container_whose_namespace_another_writer_holds_is_tried_again_shortly() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("busy");
+    telling(&engine, &folder);
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let info = web("web1", 101);
+    let want = expected(&info, &ns.kernel());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        engine.put(info.clone());
+        // The CLI or the CNI plugin holds web1's namespace at the hint.
+        ns.busy.store(1, Ordering::SeqCst);
+        let hinted = Instant::now();
+        std::fs::write(folder.0.join("netns-b"), b"").expect("create the namespace file");
+        until("web1 converged", || ns.tagged() == want).await;
+        let inspected = engine.inspections("web1");
+        assert_eq!(inspected.len(), 1, "one inspect, on the retry");
+        assert!(
+            inspected[0].duration_since(hinted) >= daemon::BUSY_RETRY,
+            "not inspected at once: {:?} after the hint",
+            inspected[0].duration_since(hinted)
+        );
+        assert_eq!(metric(&m, "symroute_errors_total"), 0.0);
+        assert_eq!(ns.unlocked_changes.load(Ordering::SeqCst), 0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_previous_runs_late_die_does_not_release_a_restart_a_hint_found() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("restart");
+    telling(&engine, &folder);
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let info = web("web1", 101);
+    let want = expected(&info, &ns.kernel());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        // The old run died 1 s ago; its die event is still on its way when
+        // the new run's namespace file appears.
+        let died = wall_ns() - 1_000_000_000;
+        engine.put(info.clone());
+        std::fs::write(folder.0.join("netns-r"), b"").expect("create the namespace file");
+        until("the new run converged", || ns.tagged() == want).await;
+        engine.emit_at(EventKind::Die, "web1", died);
+        idle(Duration::from_millis(100)).await;
+        assert_eq!(ns.handles(), 1, "the new run's namespace still followed");
+        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
+        // Its start event; then a die of this run releases it.
+        engine.emit_at(EventKind::Start, "web1", wall_ns());
+        until("the start handled", || {
+            engine.inspections("web1").len() == 1
+        })
+        .await;
+        engine.emit_at(EventKind::Die, "web1", wall_ns());
+        until("released", || ns.handles() == 0).await;
+        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
     })
     .await;
 }

@@ -53,6 +53,20 @@ pub(crate) struct Managed<H> {
     pub(crate) handle: H,
     /// When an apply last changed something here (CLOCK_REALTIME ns; 0: never).
     pub(crate) changed_ns: i64,
+    /// When a hint found it, if its `start` event has not come since
+    /// (CLOCK_REALTIME ns): a `die` stamped before that is the previous
+    /// run's (a restart), late, not this one's.
+    pub(crate) hinted_ns: Option<i64>,
+}
+
+/// What [`Daemon::converge_listed`] made of a container.
+#[derive(Debug, PartialEq, Eq)]
+enum FromLists {
+    Converged,
+    /// Another writer holds its namespace: tried again shortly.
+    Busy,
+    /// Inspect it instead.
+    No,
 }
 
 /// The daemon's state between events.
@@ -239,6 +253,7 @@ impl<N: Namespaces> Daemon<N> {
                         info: info.clone(),
                         handle,
                         changed_ns: 0,
+                        hinted_ns: None,
                     },
                 );
                 self.metrics.set_managed(self.managed.len());
@@ -362,6 +377,9 @@ impl<N: Namespaces> Daemon<N> {
         match e.kind {
             EventKind::Start => {
                 self.reconcile(api, &e.container, Some(e.time_nano)).await;
+                if let Some(m) = self.managed.get_mut(&e.container) {
+                    m.hinted_ns = None;
+                }
             }
             // A container being created or started gets its connects before
             // its namespace exists (and inspect would wait for the start to
@@ -373,7 +391,18 @@ impl<N: Namespaces> Daemon<N> {
                     debug!(container = %short(&e.container), "network change of a container not managed (yet)");
                 }
             }
-            EventKind::Die => self.release(&e.container, "died"),
+            EventKind::Die => {
+                let earlier = self
+                    .managed
+                    .get(&e.container)
+                    .and_then(|m| m.hinted_ns)
+                    .is_some_and(|h| e.time_nano > 0 && e.time_nano < h);
+                if earlier {
+                    debug!(container = %short(&e.container), "the previous run's die, after a hint found this one");
+                } else {
+                    self.release(&e.container, "died");
+                }
+            }
             EventKind::Destroy => {
                 self.skipped.remove(&e.container);
                 self.release(&e.container, "destroyed");
@@ -407,25 +436,34 @@ impl<N: Namespaces> Daemon<N> {
             }
             self.touch(&id);
             let told = listed.is_some();
-            if let Some(info) = listed.filter(|i| i.id == id)
-                && self.converge_listed(info)
-            {
-                continue;
+            if let Some(info) = listed.filter(|i| i.id == id) {
+                match self.converge_listed(info) {
+                    FromLists::Converged => continue,
+                    FromLists::Busy => {
+                        self.send_later(&id, BUSY_RETRY);
+                        continue;
+                    }
+                    FromLists::No => {}
+                }
             }
             debug!(container = %short(&id), told, "hint: a start before its event");
             self.reconcile(api, &id, None).await;
+            if let Some(m) = self.managed.get_mut(&id) {
+                m.hinted_ns = Some(unix_nanos());
+            }
         }
     }
 
     /// Converge `info`, known from the engine's lists only (its pid and
     /// its own namespace's networks, [`Recent::listed`]), with no inspect:
     /// only when the policy manages it, its namespace is not the host's nor
-    /// one managed already, and its interfaces there are the ones listed
-    /// (every MAC address with its addresses,
-    /// [`ContainerInfo::found_in`]). False otherwise: the caller inspects.
-    fn converge_listed(&mut self, info: ContainerInfo) -> bool {
+    /// one managed already, and its interfaces there include the ones
+    /// listed (every MAC address with its addresses,
+    /// [`ContainerInfo::found_in`]); otherwise the caller inspects it, or
+    /// (another writer holds the namespace) asks again shortly.
+    fn converge_listed(&mut self, info: ContainerInfo) -> FromLists {
         if decide(&info, self.opts.require_label) != Decision::Manage {
-            return false;
+            return FromLists::No;
         }
         let mut handle = match self.namespaces.open(
             &info.netns_paths(),
@@ -435,22 +473,32 @@ impl<N: Namespaces> Daemon<N> {
             Ok(h) => h,
             Err(e) => {
                 debug!(container = %info.label(), error = %e, "hint: the listed pid's namespace cannot be opened");
-                return false;
+                return FromLists::No;
             }
         };
         let ns_id = handle.id();
         if handle.is_host() || self.managed.values().any(|m| m.handle.id() == ns_id) {
             debug!(container = %info.label(), "hint: the listed pid's namespace is the host's or managed already");
-            return false;
+            return FromLists::No;
         }
-        let found = handle
-            .locked(LOCK_WAIT, Kernel::snapshot)
-            .ok()
-            .and_then(Result::ok)
-            .is_some_and(|snap| info.found_in(&snap));
-        if !found {
-            debug!(container = %info.label(), "hint: the listed interfaces are not in the listed pid's namespace");
-            return false;
+        match handle.locked(LOCK_WAIT, Kernel::snapshot) {
+            Ok(Ok(snap)) if info.found_in(&snap) => {}
+            Err(e) if e.is_busy() => {
+                debug!(container = %info.label(), error = %e, "hint: namespace busy; trying again shortly");
+                return FromLists::Busy;
+            }
+            Ok(Ok(_)) => {
+                debug!(container = %info.label(), "hint: the listed interfaces are not in the listed pid's namespace");
+                return FromLists::No;
+            }
+            Ok(Err(e)) => {
+                debug!(container = %info.label(), error = %e, "hint: the listed pid's namespace cannot be read");
+                return FromLists::No;
+            }
+            Err(e) => {
+                debug!(container = %info.label(), error = %e, "hint: the listed pid's namespace cannot be locked");
+                return FromLists::No;
+            }
         }
         debug!(container = %info.label(), "hint: a start before its event, converged from the lists");
         let id = info.id.clone();
@@ -460,11 +508,12 @@ impl<N: Namespaces> Daemon<N> {
                 info,
                 handle,
                 changed_ns: 0,
+                hinted_ns: Some(unix_nanos()),
             },
         );
         self.metrics.set_managed(self.managed.len());
         self.converge(&id, None, true);
-        true
+        FromLists::Converged
     }
 
     /// On shutdown: with --clean-on-exit remove symroute's rules and routes

@@ -13,11 +13,12 @@
 //! Engine-compatible list (name, labels, each network's MAC address,
 //! addresses and gateways) and libpod's (pid, pod, and the networks of the
 //! container's own namespace: none for one that shares another's, a pod's
-//! member, host or none). Both answer the moment the start is over (its
-//! event written, not yet delivered). Every running container in them
-//! that the daemon does not know yet is handled as its `start` event
-//! would: one both lists tell of is converged in `/proc/<pid>/ns/net`
-//! once its interfaces there are the ones listed
+//! member, host or none). The compatible list answers the moment the start
+//! is over (its event written, not yet delivered); Podman 5 answers
+//! libpod's before that, so it is asked again then. Every running container
+//! in them that the daemon does not know yet is handled as its `start`
+//! event would: one both lists tell of is converged in `/proc/<pid>/ns/net`
+//! once its interfaces there include the ones listed
 //! ([`crate::model::ContainerInfo::found_in`]), with no inspect (Podman's
 //! inspect waits for the container's lock again and costs 2 ms); any other
 //! is inspected. The event, when it comes, finds the container converged
@@ -26,10 +27,10 @@
 //! flight ask for one more, of the [`RECENT_BURST`] newest, when it ends.
 //!
 //! Only a hint: nothing in the folder is read but the fact that it
-//! changed. A hint costs the two lists, plus one inspect for each running
-//! container in them that is neither managed, nor converged from the
-//! lists, nor left alone by the policy (network mode, label), nor waiting
-//! for a retry. The folder is the engine's as the engine sees it: the API
+//! changed. A hint costs the two lists (libpod's twice on Podman 5), plus
+//! one inspect for each running container in them that is neither
+//! managed, nor converged from the lists, nor left alone by the policy
+//! (network mode, label), nor waiting for a retry. The folder is the engine's as the engine sees it: the API
 //! socket's listener (`SO_PEERCRED`), when it is root and named `podman`
 //! (the service) or `systemd` (socket activation), gives
 //! `/proc/<pid>/root`, so a Podman in a mount namespace or a chroot of its
