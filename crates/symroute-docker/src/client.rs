@@ -13,7 +13,7 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 use crate::daemon::NetnsFolder;
-use crate::engine_api::{Connector, EngineApi, EngineVersion, Recent};
+use crate::engine_api::{Connector, EngineApi, EngineVersion};
 use crate::host::{self, EngineHost, HostSource, PODMAN_SOCKET};
 use crate::model::{ContainerInfo, InspectError};
 
@@ -350,12 +350,25 @@ impl EngineApi for DockerClient {
             })
     }
 
-    async fn recent_running(
+    async fn inspect_quick(
         &self,
-        limit: usize,
+        id: &str,
         engine: &EngineVersion,
-    ) -> Result<Vec<Recent>, DockerError> {
-        crate::libpod::recent_running(&self.host, limit, &engine.version)
+    ) -> Result<ContainerInfo, DockerError> {
+        if !engine.is_podman() {
+            return self.inspect(id).await;
+        }
+        match crate::libpod::inspect(&self.host, &engine.version, id).await {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                tracing::debug!(container = %id, error = %e, "libpod's inspect failed; asking the compatible one");
+                self.inspect(id).await
+            }
+        }
+    }
+
+    async fn recent_running(&self, limit: usize) -> Result<Vec<String>, DockerError> {
+        crate::libpod::recent_running(&self.host, limit)
             .await
             .map_err(|message| DockerError::Engine {
                 what: "list the newest containers".into(),

@@ -32,8 +32,7 @@ use symroute_docker::daemon::{
 };
 use symroute_docker::model::{Attachment, ContainerInfo, NetworkMode};
 use symroute_docker::{
-    Connector, DockerError, EngineApi, EngineVersion, Event, EventKind, NetworkInfo, Recent,
-    plan_request,
+    Connector, DockerError, EngineApi, EngineVersion, Event, EventKind, NetworkInfo, plan_request,
 };
 use symroute_linux::lock::LockError;
 use symroute_testkit::fake::FakeKernel;
@@ -58,12 +57,8 @@ struct EngineState {
     inspected: Vec<(String, Instant)>,
     /// The namespace folder the engine says to watch (Podman's hint).
     folder: Option<PathBuf>,
-    /// A hint's lists say what Podman's two do of a container with a
-    /// namespace of its own (pid, name, labels, networks; no namespace
-    /// path), not only its id.
-    list_tells: bool,
-    /// The pid the lists tell of a container, when not its own.
-    listed_pids: HashMap<String, u32>,
+    /// The containers inspected the quick way (a hint's), in order.
+    quick: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -163,39 +158,6 @@ impl EngineApi for FakeEngine {
             .collect())
     }
 
-    async fn recent_running(
-        &self,
-        _limit: usize,
-        _engine: &EngineVersion,
-    ) -> Result<Vec<Recent>, DockerError> {
-        let mut st = self.state();
-        if st.down {
-            return Err(refused("list containers"));
-        }
-        st.lists += 1;
-        let tells = st.list_tells;
-        Ok(st
-            .containers
-            .values()
-            .filter(|c| c.running)
-            .map(|c| Recent {
-                id: c.id.clone(),
-                // What libpod's and the compatible list tell together: a
-                // container with a namespace of its own (or one the test
-                // makes them tell of), and no network mode.
-                listed: (tells
-                    && (matches!(c.mode, NetworkMode::Own(_))
-                        || st.listed_pids.contains_key(&c.id)))
-                .then(|| ContainerInfo {
-                    sandbox_key: None,
-                    pid: st.listed_pids.get(&c.id).copied().or(c.pid),
-                    mode: NetworkMode::Own("default".into()),
-                    ..c.clone()
-                }),
-            })
-            .collect())
-    }
-
     async fn inspect(&self, id: &str) -> Result<ContainerInfo, DockerError> {
         let delay = self.state().inspect_delay;
         if !delay.is_zero() {
@@ -210,6 +172,15 @@ impl EngineApi for FakeEngine {
             .get(id)
             .cloned()
             .ok_or_else(|| DockerError::NoSuchContainer(id.to_string()))
+    }
+
+    async fn inspect_quick(
+        &self,
+        id: &str,
+        _engine: &EngineVersion,
+    ) -> Result<ContainerInfo, DockerError> {
+        self.state().quick.push(id.to_string());
+        self.inspect(id).await
     }
 
     async fn network(&self, id: &str) -> Result<NetworkInfo, DockerError> {
@@ -272,8 +243,6 @@ struct FakeNs {
     handles: Arc<AtomicUsize>,
     /// Where the daemon's handle sends kernel notifications.
     notify: Arc<Mutex<Option<Notifier>>>,
-    /// It is the host's namespace.
-    host: Arc<AtomicBool>,
 }
 
 /// Every namespace lock taken in this process, in order: tells which
@@ -296,7 +265,6 @@ impl FakeNs {
             busy: Arc::default(),
             handles: Arc::default(),
             notify: Arc::default(),
-            host: Arc::default(),
         }
     }
 
@@ -423,10 +391,6 @@ impl NsHandle for FakeHandle {
 
     fn path(&self) -> &str {
         &self.path
-    }
-
-    fn is_host(&self) -> bool {
-        self.ns.host.load(Ordering::SeqCst)
     }
 
     fn locked<T>(
@@ -1343,6 +1307,11 @@ async fn a_new_file_in_the_engines_namespace_folder_converges_a_start_before_its
         std::fs::write(folder.0.join("netns-0d1e"), b"").expect("create the namespace file");
         until("rules in web1 without its event", || ns.tagged() == want).await;
         assert_eq!(engine.state().lists, lists + 1, "one list per hint");
+        assert_eq!(
+            engine.state().quick,
+            vec!["web1".to_string()],
+            "inspected the quick way"
+        );
         assert_eq!(metric(&m, "symroute_docker_events_total"), 0.0);
         assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
         // The event, late: the container is converged already (no change).
@@ -1357,6 +1326,11 @@ async fn a_new_file_in_the_engines_namespace_folder_converges_a_start_before_its
         );
         assert_eq!(ns.tagged(), want);
         assert_eq!(ns.unlocked_changes.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            engine.state().quick.len(),
+            1,
+            "the event's inspect is the usual one"
+        );
     })
     .await;
 }
@@ -1454,152 +1428,6 @@ async fn a_namespace_folder_that_goes_away_is_watched_again_at_the_next_resync()
     .await;
 }
 
-/// An engine whose hint lists tell what Podman's do, watching `folder`.
-fn telling(engine: &FakeEngine, folder: &TempFolder) {
-    let mut st = engine.state();
-    st.folder = Some(folder.0.clone());
-    st.list_tells = true;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_start_the_lists_tell_of_is_converged_in_its_pids_namespace_without_an_inspect() {
-    let (engine, spaces, m) = world();
-    let folder = TempFolder::new("told");
-    telling(&engine, &folder);
-    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
-    let info = web("web1", 101);
-    let want = expected(&info, &ns.kernel());
-    with_daemon(options(), &engine, &spaces, &m, async {
-        until("subscribed and listed", || engine.ready()).await;
-        engine.put(info.clone());
-        std::fs::write(folder.0.join("netns-0d1e"), b"").expect("create the namespace file");
-        until("rules in web1 without its event", || ns.tagged() == want).await;
-        assert!(
-            engine.inspections("web1").is_empty(),
-            "converged from the lists: not inspected"
-        );
-        assert_eq!(spaces.opened(), vec!["/proc/101/ns/net".to_string()]);
-        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0);
-        // The late event: one inspect, no change, the same handle kept.
-        engine.emit(EventKind::Start, "web1");
-        until("the late start handled", || {
-            metric(&m, "symroute_reconciles_total{outcome=\"unchanged\"}") >= 1.0
-        })
-        .await;
-        assert_eq!(engine.inspections("web1").len(), 1);
-        assert_eq!(spaces.opened().len(), 1, "not opened again");
-        assert_eq!(ns.handles(), 1);
-        assert_eq!(ns.tagged(), want);
-        assert_eq!(ns.unlocked_changes.load(Ordering::SeqCst), 0);
-        // It dies: released like any other.
-        engine.emit(EventKind::Die, "web1");
-        until("released", || ns.handles() == 0).await;
-        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
-    })
-    .await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_listed_pid_whose_namespace_holds_other_interfaces_is_not_trusted_but_inspected() {
-    let (engine, spaces, m) = world();
-    let folder = TempFolder::new("other");
-    telling(&engine, &folder);
-    // The listed pid's namespace (a pid reused, a list older than a
-    // restart) holds other MACs and addresses.
-    let other = FakeNs::new(
-        7,
-        kernel_with(vec![
-            link(2, "eth0", "02:42:c0:00:02:33", "192.0.2.51/24"),
-            link(3, "eth1", APP_MAC, "172.18.0.3/16"),
-        ]),
-    );
-    spaces.add("/proc/101/ns/net", &other);
-    // Inspect gives the container's true pid, 201.
-    let ns = web_ns(&spaces, 2, "/proc/201/ns/net");
-    let info = web("web1", 201);
-    let want = expected(&info, &ns.kernel());
-    engine.state().listed_pids.insert("web1".into(), 101);
-    with_daemon(options(), &engine, &spaces, &m, async {
-        until("subscribed and listed", || engine.ready()).await;
-        engine.put(info.clone());
-        std::fs::write(folder.0.join("netns-other"), b"").expect("create the namespace file");
-        until("web1 converged in its true namespace", || {
-            ns.tagged() == want
-        })
-        .await;
-        assert_eq!(
-            engine.inspections("web1").len(),
-            1,
-            "not found where the lists said: inspected"
-        );
-        assert_eq!(
-            spaces.opened(),
-            vec![
-                "/proc/101/ns/net".to_string(),
-                "/proc/201/ns/net".to_string()
-            ]
-        );
-        assert_eq!(
-            other.tagged(),
-            (Vec::new(), Vec::new()),
-            "the listed pid's namespace untouched"
-        );
-        assert_eq!(other.handles(), 0, "and let go of");
-        assert_eq!(other.unlocked_changes.load(Ordering::SeqCst), 0);
-    })
-    .await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_listed_container_that_opts_out_is_never_opened() {
-    let (engine, spaces, m) = world();
-    let folder = TempFolder::new("optout");
-    telling(&engine, &folder);
-    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
-    let mut info = web("web1", 101);
-    info.labels.insert("symroute.enable".into(), "false".into());
-    with_daemon(options(), &engine, &spaces, &m, async {
-        until("subscribed and listed", || engine.ready()).await;
-        engine.put(info.clone());
-        std::fs::write(folder.0.join("netns-off"), b"").expect("create the namespace file");
-        until("inspected on the hint", || {
-            engine.inspections("web1").len() == 1
-        })
-        .await;
-        idle(Duration::from_secs(1)).await;
-        assert_eq!(
-            ns.locks.load(Ordering::SeqCst),
-            0,
-            "never locked, never read"
-        );
-        assert!(spaces.opened().is_empty(), "never opened");
-        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
-    })
-    .await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_listed_container_whose_namespace_is_managed_already_is_inspected() {
-    let (engine, spaces, m) = world();
-    let folder = TempFolder::new("shared");
-    telling(&engine, &folder);
-    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
-    spaces.add("/proc/102/ns/net", &ns);
-    let want = running_web(&engine, &ns, "web1", 101);
-    with_daemon(options(), &engine, &spaces, &m, async {
-        until("web1 converged by the first resync", || ns.tagged() == want).await;
-        // A second container in the same namespace, listed as if its own.
-        engine.put(web("web2", 102));
-        std::fs::write(folder.0.join("netns-2"), b"").expect("create the namespace file");
-        until("web2 inspected", || engine.inspections("web2").len() == 1).await;
-        idle(Duration::from_secs(1)).await;
-        assert_eq!(metric(&m, "symroute_containers_managed"), 1.0, "web1 only");
-        assert_eq!(ns.handles(), 1);
-        assert_eq!(ns.tagged(), want);
-    })
-    .await;
-}
-
 /// CLOCK_REALTIME now, in ns (the clock engines stamp their events with).
 fn wall_ns() -> i64 {
     std::time::SystemTime::now()
@@ -1608,81 +1436,17 @@ fn wall_ns() -> i64 {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_listed_pid_in_the_hosts_namespace_is_inspected_never_touched() {
-    let (engine, spaces, m) = world();
-    let folder = TempFolder::new("host");
-    telling(&engine, &folder);
-    // The lists (wrongly) tell of a host-network container, pid 101.
-    let host = web_ns(&spaces, 1, "/proc/101/ns/net");
-    host.host.store(true, Ordering::SeqCst);
-    engine.state().listed_pids.insert("hostnet".into(), 101);
-    with_daemon(options(), &engine, &spaces, &m, async {
-        until("subscribed and listed", || engine.ready()).await;
-        engine.put(container(
-            "hostnet",
-            101,
-            NetworkMode::Host,
-            vec![lan(), app()],
-        ));
-        std::fs::write(folder.0.join("netns-h"), b"").expect("create the namespace file");
-        until("inspected on the hint", || {
-            engine.inspections("hostnet").len() == 1
-        })
-        .await;
-        idle(Duration::from_secs(1)).await;
-        assert_eq!(
-            host.locks.load(Ordering::SeqCst),
-            0,
-            "never locked, never read"
-        );
-        assert_eq!(host.tagged(), (Vec::new(), Vec::new()));
-        assert_eq!(host.handles(), 0);
-        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
-    })
-    .await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_listed_container_whose_namespace_another_writer_holds_is_tried_again_shortly() {
-    let (engine, spaces, m) = world();
-    let folder = TempFolder::new("busy");
-    telling(&engine, &folder);
-    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
-    let info = web("web1", 101);
-    let want = expected(&info, &ns.kernel());
-    with_daemon(options(), &engine, &spaces, &m, async {
-        until("subscribed and listed", || engine.ready()).await;
-        engine.put(info.clone());
-        // The CLI or the CNI plugin holds web1's namespace at the hint.
-        ns.busy.store(1, Ordering::SeqCst);
-        let hinted = Instant::now();
-        std::fs::write(folder.0.join("netns-b"), b"").expect("create the namespace file");
-        until("web1 converged", || ns.tagged() == want).await;
-        let inspected = engine.inspections("web1");
-        assert_eq!(inspected.len(), 1, "one inspect, on the retry");
-        assert!(
-            inspected[0].duration_since(hinted) >= daemon::BUSY_RETRY,
-            "not inspected at once: {:?} after the hint",
-            inspected[0].duration_since(hinted)
-        );
-        assert_eq!(metric(&m, "symroute_errors_total"), 0.0);
-        assert_eq!(ns.unlocked_changes.load(Ordering::SeqCst), 0);
-    })
-    .await;
-}
-
-#[tokio::test(start_paused = true)]
 async fn the_previous_runs_late_die_does_not_release_a_restart_a_hint_found() {
     let (engine, spaces, m) = world();
     let folder = TempFolder::new("restart");
-    telling(&engine, &folder);
+    engine.state().folder = Some(folder.0.clone());
     let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     let info = web("web1", 101);
     let want = expected(&info, &ns.kernel());
     with_daemon(options(), &engine, &spaces, &m, async {
         until("subscribed and listed", || engine.ready()).await;
         // The old run died 1 s ago; its die event is still on its way when
-        // the new run's namespace file appears.
+        // the new run's namespace file appears (Podman's events come late).
         let died = wall_ns() - 1_000_000_000;
         engine.put(info.clone());
         std::fs::write(folder.0.join("netns-r"), b"").expect("create the namespace file");
@@ -1694,10 +1458,31 @@ async fn the_previous_runs_late_die_does_not_release_a_restart_a_hint_found() {
         // Its start event; then a die of this run releases it.
         engine.emit_at(EventKind::Start, "web1", wall_ns());
         until("the start handled", || {
-            engine.inspections("web1").len() == 1
+            engine.inspections("web1").len() == 2
         })
         .await;
         engine.emit_at(EventKind::Die, "web1", wall_ns());
+        until("released", || ns.handles() == 0).await;
+        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_die_of_this_run_releases_a_container_a_hint_found() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("dies");
+    engine.state().folder = Some(folder.0.clone());
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let info = web("web1", 101);
+    let want = expected(&info, &ns.kernel());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        engine.put(info.clone());
+        std::fs::write(folder.0.join("netns-d"), b"").expect("create the namespace file");
+        until("converged on the hint", || ns.tagged() == want).await;
+        // It dies before its start event came: its die is stamped after the hint.
+        engine.emit_at(EventKind::Die, "web1", wall_ns() + 1);
         until("released", || ns.handles() == 0).await;
         assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
     })

@@ -14,7 +14,9 @@ use std::net::IpAddr;
 
 use bollard::models::{ContainerInspectResponse, EventMessage, Network, SystemVersion};
 use symroute_core::model::{IfAddr, Link, Snapshot};
-use symroute_docker::model::{Attachment, ContainerInfo, NetworkMode, plan_request};
+use symroute_docker::model::{
+    Attachment, ContainerInfo, Decision, NetworkMode, decide, plan_request,
+};
 use symroute_docker::{Event, EventKind, event_from};
 
 const LAN_GATEWAY: &str = "192.0.2.1";
@@ -488,60 +490,86 @@ fn podman_remove_event_is_a_destroy() {
     }
 }
 
-/// The entry of `id` in a recorded `GET /containers/json` answer.
-fn list_entry(path: &str, id: &str) -> serde_json::Value {
-    let all: Vec<serde_json::Value> = serde_json::from_str(&fixture(path))
-        .unwrap_or_else(|e| panic!("{path} is not a list: {e}"));
-    all.into_iter()
-        .find(|c| c["Id"] == id)
-        .unwrap_or_else(|| panic!("{path}: no entry {id}"))
+fn libpod_inspect(path: &str) -> ContainerInfo {
+    let v: serde_json::Value =
+        serde_json::from_str(&fixture(path)).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
+    ContainerInfo::from_libpod_inspect(&v).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Recorded on Podman 4.3.1 and 5.8.6 (tests/fixtures/podman-*/shared/, both inspects of
+/// each container a moment apart): `web` on two networks, `side` with `--network
+/// container:web`, pod `p1`'s infra container (two networks) and `member`, `hostnet`
+/// (`--network host`) and `nonet` (`--network none`). libpod's own inspect, which the
+/// daemon's hint uses, tells symroute everything the compatible one does.
+#[test]
+fn podman_libpod_inspect_tells_what_the_compatible_one_does_for_every_network_mode() {
+    for dir in ["podman-4.3", "podman-5.8"] {
+        for name in ["web", "side", "infra", "member", "hostnet", "nonet"] {
+            let compat = inspect(&format!("{dir}/shared/container-{name}.json"));
+            let libpod = libpod_inspect(&format!("{dir}/shared/libpod-container-{name}.json"));
+            assert_eq!(libpod, compat, "{dir}: {name}");
+        }
+        let side = libpod_inspect(&format!("{dir}/shared/libpod-container-side.json"));
+        let web = libpod_inspect(&format!("{dir}/shared/libpod-container-web.json"));
+        assert_eq!(
+            side.mode,
+            NetworkMode::Container(web.id.clone()),
+            "{dir}: side shares web's namespace"
+        );
+        assert_eq!(
+            decide(&side, false),
+            Decision::Skip(format!(
+                "shares the namespace of container {}, which is handled once, as that container",
+                web.id
+            )),
+            "{dir}"
+        );
+        assert_eq!(decide(&web, false), Decision::Manage, "{dir}");
+        let member = libpod_inspect(&format!("{dir}/shared/libpod-container-member.json"));
+        assert!(
+            matches!(member.mode, NetworkMode::Container(_)),
+            "{dir}: a pod's member shares its infra's namespace"
+        );
+        for (name, mode) in [("hostnet", NetworkMode::Host), ("nonet", NetworkMode::None)] {
+            let c = libpod_inspect(&format!("{dir}/shared/libpod-container-{name}.json"));
+            assert_eq!(c.mode, mode, "{dir}: {name}");
+            assert!(
+                matches!(decide(&c, false), Decision::Skip(_)),
+                "{dir}: {name}"
+            );
+        }
+    }
 }
 
 #[test]
-fn a_list_entry_tells_what_inspect_tells_of_the_networks_and_fits_only_its_own_namespace() {
-    let cases = [
-        ("podman-4.3", "container-web.json", "container-state.txt"),
-        ("podman-5.8", "container-web.json", "container-state.txt"),
-        ("docker-28", "container-web.json", "container-web-state.txt"),
-        (
-            "docker-28",
-            "container-web2.json",
-            "container-web2-state.txt",
-        ),
+fn a_libpod_answer_that_is_not_what_podman_sends_is_an_error_naming_the_container() {
+    let good: serde_json::Value =
+        serde_json::from_str(&fixture("podman-5.8/shared/libpod-container-web.json"))
+            .expect("JSON");
+    assert!(ContainerInfo::from_libpod_inspect(&good).is_ok());
+    let id = good["Id"].as_str().expect("id").to_string();
+    type Spoil = fn(&mut serde_json::Value);
+    let cases: [(&str, Spoil); 4] = [
+        ("a pid that is text", |v| v["State"]["Pid"] = "1".into()),
+        ("labels that are numbers", |v| {
+            v["Config"]["Labels"] = serde_json::json!({"a": 1});
+        }),
+        ("an address that is not one", |v| {
+            v["NetworkSettings"]["Networks"]["apps"]["IPAddress"] = "203.0.113.300".into();
+        }),
+        ("networks that are a list", |v| {
+            v["NetworkSettings"]["Networks"] = serde_json::json!([1]);
+        }),
     ];
-    for (dir, inspected, state) in cases {
-        let web = inspect(&format!("{dir}/{inspected}"));
-        let entry = list_entry(&format!("{dir}/containers-list.json"), &web.id);
-        let listed = ContainerInfo::from_list_entry(&entry)
-            .unwrap_or_else(|| panic!("{dir}: the list entry of {} converts", web.name));
-        assert_eq!(
-            (&listed.id, &listed.name, listed.running),
-            (&web.id, &web.name, true),
-            "{dir}"
-        );
-        assert_eq!(listed.labels, web.labels, "{dir}");
-        assert_eq!(listed.attachments, web.attachments, "{dir}: {}", web.name);
-        assert_eq!((listed.pid, &listed.sandbox_key), (None, &None), "{dir}");
-        if dir.starts_with("docker") {
-            assert_eq!(listed.mode, web.mode, "{dir}: HostConfig.NetworkMode");
-        } else {
-            // Podman's list has no HostConfig: its own namespace is assumed.
-            assert_eq!(listed.mode, NetworkMode::Own("default".into()), "{dir}");
-        }
-        let snap = snapshot(&format!("{dir}/{state}"));
-        assert!(
-            listed.found_in(&snap),
-            "{dir}: {} in its own namespace",
-            web.name
-        );
+    for (what, spoil) in cases {
+        let mut v = good.clone();
+        spoil(&mut v);
+        let e = ContainerInfo::from_libpod_inspect(&v).expect_err(what);
+        assert!(e.to_string().contains(&id), "{what}: {e}");
     }
-    // Podman gives new MACs on every start: the namespace of the restarted
-    // container (or another one) is not the one listed before.
-    for dir in ["podman-4.3", "podman-5.8"] {
-        let web = inspect(&format!("{dir}/container-web.json"));
-        let entry = list_entry(&format!("{dir}/containers-list.json"), &web.id);
-        let listed = ContainerInfo::from_list_entry(&entry).expect("converts");
-        let after = snapshot(&format!("{dir}/container-state-after-restart.txt"));
-        assert!(!listed.found_in(&after), "{dir}");
-    }
+    let e = ContainerInfo::from_libpod_inspect(&serde_json::json!({})).expect_err("no id");
+    assert!(
+        e.to_string().contains("no Id") || e.to_string().contains("(no id)"),
+        "{e}"
+    );
 }

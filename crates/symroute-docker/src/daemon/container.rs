@@ -14,7 +14,7 @@ use super::metrics::{Metrics, Outcome};
 use super::namespaces::{Namespaces, NsHandle};
 use super::{DaemonOptions, unix_nanos};
 use crate::client::{DockerError, Event, EventKind};
-use crate::engine_api::{EngineApi, Recent};
+use crate::engine_api::{EngineApi, EngineVersion};
 use crate::model::{ContainerInfo, Decision, decide, plan_request};
 use symroute_core::engine::{self, ApplyOptions};
 use symroute_core::kernel::Kernel;
@@ -57,16 +57,6 @@ pub(crate) struct Managed<H> {
     /// (CLOCK_REALTIME ns): a `die` stamped before that is the previous
     /// run's (a restart), late, not this one's.
     pub(crate) hinted_ns: Option<i64>,
-}
-
-/// What [`Daemon::converge_listed`] made of a container.
-#[derive(Debug, PartialEq, Eq)]
-enum FromLists {
-    Converged,
-    /// Another writer holds its namespace: tried again shortly.
-    Busy,
-    /// Inspect it instead.
-    No,
 }
 
 /// The daemon's state between events.
@@ -410,23 +400,24 @@ impl<N: Namespaces> Daemon<N> {
         }
     }
 
-    /// The engine's lists, asked for because its namespace folder changed
+    /// The engine's list, asked for because its namespace folder changed
     /// ([`super::hint`]): converge every running container not known yet,
-    /// as its `start` event would: from the lists alone when they tell
-    /// enough ([`Daemon::converge_listed`]), else by inspecting it.
+    /// as its `start` event would, inspecting it the engine's quickest way
+    /// ([`EngineApi::inspect_quick`]: libpod's on Podman).
     pub(crate) async fn on_hint<A: EngineApi>(
         &mut self,
         api: &A,
-        listed: Result<Vec<Recent>, DockerError>,
+        listed: Result<Vec<String>, DockerError>,
+        engine: &EngineVersion,
     ) {
-        let listed = match listed {
-            Ok(l) => l,
+        let ids = match listed {
+            Ok(ids) => ids,
             Err(e) => {
                 debug!(error = %e, "hint: cannot list containers; the events will tell");
                 return;
             }
         };
-        for Recent { id, listed } in listed {
+        for id in ids {
             // Known, left alone, or failing (its retry is scheduled already).
             if self.managed.contains_key(&id)
                 || self.skipped.contains(&id)
@@ -434,86 +425,14 @@ impl<N: Namespaces> Daemon<N> {
             {
                 continue;
             }
+            debug!(container = %short(&id), "hint: a start before its event");
             self.touch(&id);
-            let told = listed.is_some();
-            if let Some(info) = listed.filter(|i| i.id == id) {
-                match self.converge_listed(info) {
-                    FromLists::Converged => continue,
-                    FromLists::Busy => {
-                        self.send_later(&id, BUSY_RETRY);
-                        continue;
-                    }
-                    FromLists::No => {}
-                }
-            }
-            debug!(container = %short(&id), told, "hint: a start before its event");
-            self.reconcile(api, &id, None).await;
+            let result = api.inspect_quick(&id, engine).await;
+            self.reconcile_with(&id, result, None);
             if let Some(m) = self.managed.get_mut(&id) {
                 m.hinted_ns = Some(unix_nanos());
             }
         }
-    }
-
-    /// Converge `info`, known from the engine's lists only (its pid and
-    /// its own namespace's networks, [`Recent::listed`]), with no inspect:
-    /// only when the policy manages it, its namespace is not the host's nor
-    /// one managed already, and its interfaces there include the ones
-    /// listed (every MAC address with its addresses,
-    /// [`ContainerInfo::found_in`]); otherwise the caller inspects it, or
-    /// (another writer holds the namespace) asks again shortly.
-    fn converge_listed(&mut self, info: ContainerInfo) -> FromLists {
-        if decide(&info, self.opts.require_label) != Decision::Manage {
-            return FromLists::No;
-        }
-        let mut handle = match self.namespaces.open(
-            &info.netns_paths(),
-            &info.id,
-            self.kernel_tx.clone(),
-        ) {
-            Ok(h) => h,
-            Err(e) => {
-                debug!(container = %info.label(), error = %e, "hint: the listed pid's namespace cannot be opened");
-                return FromLists::No;
-            }
-        };
-        let ns_id = handle.id();
-        if handle.is_host() || self.managed.values().any(|m| m.handle.id() == ns_id) {
-            debug!(container = %info.label(), "hint: the listed pid's namespace is the host's or managed already");
-            return FromLists::No;
-        }
-        match handle.locked(LOCK_WAIT, Kernel::snapshot) {
-            Ok(Ok(snap)) if info.found_in(&snap) => {}
-            Err(e) if e.is_busy() => {
-                debug!(container = %info.label(), error = %e, "hint: namespace busy; trying again shortly");
-                return FromLists::Busy;
-            }
-            Ok(Ok(_)) => {
-                debug!(container = %info.label(), "hint: the listed interfaces are not in the listed pid's namespace");
-                return FromLists::No;
-            }
-            Ok(Err(e)) => {
-                debug!(container = %info.label(), error = %e, "hint: the listed pid's namespace cannot be read");
-                return FromLists::No;
-            }
-            Err(e) => {
-                debug!(container = %info.label(), error = %e, "hint: the listed pid's namespace cannot be locked");
-                return FromLists::No;
-            }
-        }
-        debug!(container = %info.label(), "hint: a start before its event, converged from the lists");
-        let id = info.id.clone();
-        self.managed.insert(
-            id.clone(),
-            Managed {
-                info,
-                handle,
-                changed_ns: 0,
-                hinted_ns: Some(unix_nanos()),
-            },
-        );
-        self.metrics.set_managed(self.managed.len());
-        self.converge(&id, None, true);
-        FromLists::Converged
     }
 
     /// On shutdown: with --clean-on-exit remove symroute's rules and routes

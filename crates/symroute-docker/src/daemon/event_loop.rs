@@ -18,7 +18,7 @@ use super::metrics::Metrics;
 use super::namespaces::Namespaces;
 use super::resync;
 use super::{DaemonOptions, unix_nanos};
-use crate::engine_api::{Connector, EngineApi, EngineVersion};
+use crate::engine_api::{Connector, EngineApi};
 
 /// The first reconnect delay; doubles per failed attempt.
 pub const RECONNECT_FIRST: Duration = Duration::from_millis(250);
@@ -114,12 +114,7 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 None
             }
         });
-        // No version, no folder: then no hint is ever asked for.
-        let mut hints = HintList::new(version.clone().unwrap_or_else(|| EngineVersion {
-            name: String::new(),
-            version: String::new(),
-            api_version: String::new(),
-        }));
+        let mut hints = HintList::default();
         // A hint's list in flight is event-path work: the resync holds back for it.
         let mut hint_work = None;
         // After the line that says so: whoever sees the gauge at 1 finds it.
@@ -202,7 +197,9 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                         listed = listed.as_ref().map_or(0, Vec::len),
                         "hint answered"
                     );
-                    d.on_hint(&api, listed).await;
+                    if let Some(v) = &version {
+                        d.on_hint(&api, listed, v).await;
+                    }
                 }
                 // Not read while a list is already due: nothing more to learn there,
                 // and a folder that changes without end cannot starve the rest.

@@ -6,37 +6,29 @@
 //! follows its own events file by polling it every 250 ms. But Podman
 //! creates a container's namespace file (`/run/netns/netns-<uuid>`) at the
 //! beginning of the start (about 130 ms before its `start` event, measured
-//! on Podman 4.3), under the container's lock, and its lists convert each
-//! container they return under that lock. So when a file appears in the
-//! folder the daemon asks for the [`RECENT`] newest containers (Podman
-//! sorts by creation and converts only those), twice at once: the
-//! Engine-compatible list (name, labels, each network's MAC address,
-//! addresses and gateways) and libpod's (pid, pod, and the networks of the
-//! container's own namespace: none for one that shares another's, a pod's
-//! member, host or none). The compatible list answers the moment the start
-//! is over (its event written, not yet delivered); Podman 5 answers
-//! libpod's before that, so it is asked again then. Every running container
-//! in them that the daemon does not know yet is handled as its `start`
-//! event would: one both lists tell of is converged in `/proc/<pid>/ns/net`
-//! once its interfaces there include the ones listed
-//! ([`crate::model::ContainerInfo::found_in`]), with no inspect (Podman's
-//! inspect waits for the container's lock again and costs 2 ms); any other
-//! is inspected. The event, when it comes, finds the container converged
-//! (one inspect, a no-op apply). A container created long before its start
-//! (a restart) is left to its event. Hints that come while a list is in
-//! flight ask for one more, of the [`RECENT_BURST`] newest, when it ends.
+//! on Podman 4.3), under the container's lock, and its Engine-compatible
+//! list converts each container it returns under that lock. So when a file
+//! appears in the folder the daemon asks for the [`RECENT`] newest
+//! containers (Podman sorts by creation and converts only those); the
+//! answer comes the moment the start is over (its event written, not yet
+//! delivered), and the daemon handles every running container in it that
+//! it does not know yet, as it would on that container's `start`, but
+//! with libpod's own inspect, which Podman answers in half the time of the
+//! Engine-compatible one ([`EngineApi::inspect_quick`]). The event, when
+//! it comes, finds the container converged (one inspect, a no-op apply). A container created long before its start (a restart) is
+//! left to its event. Hints that come while a list is in flight ask for one
+//! more list, of the [`RECENT_BURST`] newest, when it ends.
 //!
-//! Only a hint: nothing in the folder is read but the fact that it
-//! changed. A hint costs the two lists (libpod's twice on Podman 5), plus
-//! one inspect for each running container in them that is neither
-//! managed, nor converged from the lists, nor left alone by the policy
-//! (network mode, label), nor waiting for a retry. The folder is the engine's as the engine sees it: the API
-//! socket's listener (`SO_PEERCRED`), when it is root and named `podman`
-//! (the service) or `systemd` (socket activation), gives
-//! `/proc/<pid>/root`, so a Podman in a mount namespace or a chroot of its
-//! own is followed too; `/proc/<pid>` is held open, so a reused pid is
-//! never followed. Rootless Podman and proxies are not watched (their
-//! events still are).
+//! Only a hint: nothing in the folder is read but the fact that it changed.
+//! A list costs one request, plus one inspect for each running container
+//! in it that is neither managed, nor left alone by the policy (network
+//! mode, label), nor waiting for a
+//! retry. The folder is the engine's as the engine sees it: the API socket's
+//! listener (`SO_PEERCRED`), when it is root and named `podman` (the
+//! service) or `systemd` (socket activation), gives `/proc/<pid>/root`, so
+//! a Podman in a mount namespace or a chroot of its own is followed too;
+//! `/proc/<pid>` is held open, so a reused pid is never followed. Rootless
+//! Podman and proxies are not watched (their events still are).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -49,7 +41,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::client::DockerError;
-use crate::engine_api::{EngineApi, EngineVersion, Recent};
+use crate::engine_api::EngineApi;
 
 /// Where an engine creates its containers' namespace files, as this
 /// process reaches them: a path, and what keeps it meaning the same
@@ -212,14 +204,13 @@ pub const RECENT: usize = 1;
 pub const RECENT_BURST: usize = 8;
 
 /// The engine's answer to a list.
-type Listed = Result<Vec<Recent>, DockerError>;
+type Listed = Result<Vec<String>, DockerError>;
 
 /// The list asked for after a hint: at most one in flight; a hint that
 /// comes while it is asks for one more when it ends (the list in flight
 /// may have been answered before that start began).
+#[derive(Default)]
 pub(crate) struct HintList {
-    /// The engine the lists are asked of (libpod's API is versioned).
-    engine: EngineVersion,
     running: Option<(JoinHandle<()>, oneshot::Receiver<Listed>)>,
     again: bool,
     /// When the list in flight was asked for (CLOCK_REALTIME ns).
@@ -235,15 +226,6 @@ impl Drop for HintList {
 }
 
 impl HintList {
-    pub(crate) fn new(engine: EngineVersion) -> HintList {
-        HintList {
-            engine,
-            running: None,
-            again: false,
-            asked_ns: 0,
-        }
-    }
-
     /// Whether a list is in flight.
     pub(crate) fn in_flight(&self) -> bool {
         self.running.is_some()
@@ -268,9 +250,8 @@ impl HintList {
         let (tx, rx) = oneshot::channel();
         self.asked_ns = unix_nanos();
         let api = api.clone();
-        let engine = self.engine.clone();
         let task = tokio::spawn(async move {
-            let _ = tx.send(api.recent_running(limit, &engine).await);
+            let _ = tx.send(api.recent_running(limit).await);
         });
         self.running = Some((task, rx));
     }

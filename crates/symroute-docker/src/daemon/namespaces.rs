@@ -78,11 +78,6 @@ pub trait NsHandle {
     /// The path it was opened by.
     fn path(&self) -> &str;
 
-    /// Whether it is the host's namespace (true when that cannot be told).
-    fn is_host(&self) -> bool {
-        false
-    }
-
     /// Run `f` on the namespace's kernel with its writer lock held, waiting
     /// up to `wait` for another writer to let go.
     fn locked<T>(
@@ -193,10 +188,6 @@ impl NsHandle for LinuxHandle {
 
     fn path(&self) -> &str {
         &self.path
-    }
-
-    fn is_host(&self) -> bool {
-        self.netns.is_host().unwrap_or(true)
     }
 
     fn locked<T>(
