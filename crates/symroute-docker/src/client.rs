@@ -13,7 +13,7 @@ use futures_util::stream::BoxStream;
 use serde::Serialize;
 
 use crate::daemon::NetnsFolder;
-use crate::engine_api::{Connector, EngineApi, EngineVersion};
+use crate::engine_api::{Connector, EngineApi, EngineVersion, Recent};
 use crate::host::{self, EngineHost, HostSource, PODMAN_SOCKET};
 use crate::model::{ContainerInfo, InspectError};
 
@@ -367,8 +367,12 @@ impl EngineApi for DockerClient {
         }
     }
 
-    async fn recent_running(&self, limit: usize) -> Result<Vec<String>, DockerError> {
-        crate::libpod::recent_running(&self.host, limit)
+    async fn recent(
+        &self,
+        limit: usize,
+        engine: &EngineVersion,
+    ) -> Result<Vec<Recent>, DockerError> {
+        crate::libpod::recent(&self.host, limit, &engine.version)
             .await
             .map_err(|message| DockerError::Engine {
                 what: "list the newest containers".into(),

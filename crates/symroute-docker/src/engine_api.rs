@@ -39,6 +39,14 @@ impl EngineVersion {
     }
 }
 
+/// One of the newest containers ([`EngineApi::recent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recent {
+    pub id: String,
+    /// Running when listed; otherwise created, starting, or stopped.
+    pub running: bool,
+}
+
 /// A connected Engine API.
 ///
 /// Cloneable and `Send` so that work can move to other tasks (a resync off
@@ -59,15 +67,22 @@ pub trait EngineApi: Clone + Send + Sync + 'static {
     /// Ids of the running containers.
     fn running(&self) -> impl Future<Output = Result<Vec<String>, DockerError>> + Send;
 
-    /// Ids of the running containers among the `limit` most recently
-    /// created: what the daemon asks when the engine's namespace folder
-    /// changed ([`EngineApi::netns_folder`]). By default all running ones.
-    fn recent_running(
+    /// The `limit` most recently created containers, each with whether it
+    /// is running: what the daemon asks when the engine's namespace folder
+    /// changed ([`EngineApi::netns_folder`]). By default the running ones.
+    fn recent(
         &self,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<String>, DockerError>> + Send {
-        let _ = limit;
-        self.running()
+        engine: &EngineVersion,
+    ) -> impl Future<Output = Result<Vec<Recent>, DockerError>> + Send {
+        let _ = (limit, engine);
+        async {
+            let ids = self.running().await?;
+            Ok(ids
+                .into_iter()
+                .map(|id| Recent { id, running: true })
+                .collect())
+        }
     }
 
     /// Inspect a container by name or id; [`DockerError::NoSuchContainer`]

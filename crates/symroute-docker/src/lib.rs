@@ -19,7 +19,7 @@ pub mod model;
 pub use client::{
     DockerClient, DockerConnector, DockerError, Event, EventKind, NetworkInfo, event_from,
 };
-pub use engine_api::{Connector, EngineApi, EngineVersion};
+pub use engine_api::{Connector, EngineApi, EngineVersion, Recent};
 pub use explain::{DefaultChoice, Explanation};
 pub use host::{DEFAULT_SOCKET, EngineHost, HostSource, PODMAN_SOCKET};
 pub use model::{ContainerInfo, Decision, decide, plan_request};

@@ -7,9 +7,8 @@
 //! - libpod's own inspect of a container
 //!   (`GET /v{version}/libpod/containers/{id}/json`), for the daemon's hint:
 //!   Podman answers it in half the time of the Engine-compatible one;
-//! - the newest containers and their states (`GET /containers/json?all=true&limit=N`),
-//!   read loosely: Podman's states include some (`configured`, `stopped`,
-//!   `initialized`) that bollard's strict enum refuses, and the whole list with it.
+//! - the newest containers and their states (libpod's
+//!   `GET /v{version}/libpod/containers/json?all=true&limit=N`), read loosely.
 //!
 //! Plain HTTP/1.0 GETs on the same socket.
 
@@ -17,6 +16,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::engine_api::Recent;
 use crate::host::EngineHost;
 use crate::model::ContainerInfo;
 
@@ -173,33 +173,55 @@ pub(crate) async fn inspect(
     Ok(info)
 }
 
-/// How long a list of the newest containers may take: Podman answers it
+/// How long a list of the newest containers may take: Podman 4 answers it
 /// only when the start it waits for (the container's lock) is over.
 const RECENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The ids of the running containers among the `limit` most recently
-/// created ones (Engine-compatible list, `all=true&limit=N`: Podman sorts
-/// by creation time and converts only those, each under its lock).
-pub(crate) async fn recent_running(host: &EngineHost, limit: usize) -> Result<Vec<String>, String> {
-    let v = get_within(
-        host,
-        &format!("/containers/json?all=true&limit={limit}"),
-        RECENT_TIMEOUT,
-    )
-    .await?;
-    running_ids(&v)
+/// The `limit` most recently created containers, each with whether it is
+/// running: libpod's list (`/v{version}/libpod/containers/json?all=true&limit=N`:
+/// Podman sorts by creation and converts only those; Podman 4 waits for a
+/// start in progress to end, Podman 5 answers at once, the one starting
+/// not running yet), or, without a libpod version, the running ones of the
+/// Engine-compatible list (`/containers/json?all=true&limit=N`, read
+/// loosely: Podman's states include some, `configured`, `stopped`,
+/// `initialized`, that bollard's strict enum refuses, and the whole list
+/// with it).
+pub(crate) async fn recent(
+    host: &EngineHost,
+    limit: usize,
+    version: &str,
+) -> Result<Vec<Recent>, String> {
+    let path = if valid_version(version) {
+        format!("/v{version}/libpod/containers/json?all=true&limit={limit}")
+    } else {
+        format!("/containers/json?all=true&limit={limit}")
+    };
+    let v = get_within(host, &path, RECENT_TIMEOUT).await?;
+    let all = entries(&v)?;
+    Ok(if valid_version(version) {
+        all
+    } else {
+        all.into_iter().filter(|r| r.running).collect()
+    })
 }
 
-/// The `Id`s of the entries whose `State` is `running`; an id that is not
-/// a plain engine id ([`valid_id`]) is left out.
-fn running_ids(v: &serde_json::Value) -> Result<Vec<String>, String> {
+/// Each entry's `Id` and whether its `State` is `running` (libpod's and the
+/// compatible list both say so); an id that is not a plain engine id
+/// ([`valid_id`]) is left out.
+fn entries(v: &serde_json::Value) -> Result<Vec<Recent>, String> {
     let list = v.as_array().ok_or("the container list is not an array")?;
     Ok(list
         .iter()
-        .filter(|c| c.get("State").and_then(|s| s.as_str()) == Some("running"))
-        .filter_map(|c| c.get("Id").and_then(|i| i.as_str()))
-        .filter(|id| valid_id(id))
-        .map(str::to_string)
+        .filter_map(|c| {
+            let id = c
+                .get("Id")
+                .and_then(|i| i.as_str())
+                .filter(|id| valid_id(id))?;
+            Some(Recent {
+                id: id.to_string(),
+                running: c.get("State").and_then(|s| s.as_str()) == Some("running"),
+            })
+        })
         .collect())
 }
 
@@ -236,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn running_ids_reads_podman_states_bollard_refuses() {
+    fn the_newest_are_read_with_podman_states_bollard_refuses() {
         let v = serde_json::json!([
             {"Id": "a1", "State": "running"},
             {"Id": "b2", "State": "configured"},
@@ -247,10 +269,18 @@ mod tests {
             {"State": "running"},
             {"Id": "f6", "State": "running", "Names": ["/x"]}
         ]);
+        let got = entries(&v).map(|l| l.into_iter().map(|r| (r.id, r.running)).collect::<Vec<_>>());
+        let want = [
+            ("a1", true),
+            ("b2", false),
+            ("c3", false),
+            ("d4", false),
+            ("f6", true),
+        ];
         assert_eq!(
-            running_ids(&v),
-            Ok(vec!["a1".to_string(), "f6".to_string()])
+            got,
+            Ok(want.iter().map(|(i, r)| (i.to_string(), *r)).collect())
         );
-        assert!(running_ids(&serde_json::json!({"message": "no"})).is_err());
+        assert!(entries(&serde_json::json!({"message": "no"})).is_err());
     }
 }

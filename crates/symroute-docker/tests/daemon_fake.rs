@@ -32,7 +32,8 @@ use symroute_docker::daemon::{
 };
 use symroute_docker::model::{Attachment, ContainerInfo, NetworkMode};
 use symroute_docker::{
-    Connector, DockerError, EngineApi, EngineVersion, Event, EventKind, NetworkInfo, plan_request,
+    Connector, DockerError, EngineApi, EngineVersion, Event, EventKind, NetworkInfo, Recent,
+    plan_request,
 };
 use symroute_linux::lock::LockError;
 use symroute_testkit::fake::FakeKernel;
@@ -59,6 +60,11 @@ struct EngineState {
     folder: Option<PathBuf>,
     /// The containers inspected the quick way (a hint's), in order.
     quick: Vec<String>,
+    /// Containers a hint's list shows as not running yet (a start in
+    /// progress, as Podman 5's list does).
+    starting: Vec<String>,
+    /// How long each quick inspect takes (virtual time).
+    quick_delay: Duration,
 }
 
 #[derive(Clone, Default)]
@@ -174,12 +180,41 @@ impl EngineApi for FakeEngine {
             .ok_or_else(|| DockerError::NoSuchContainer(id.to_string()))
     }
 
+    async fn recent(
+        &self,
+        _limit: usize,
+        _engine: &EngineVersion,
+    ) -> Result<Vec<Recent>, DockerError> {
+        let mut st = self.state();
+        if st.down {
+            return Err(refused("list containers"));
+        }
+        st.lists += 1;
+        let starting = st.starting.clone();
+        Ok(st
+            .containers
+            .values()
+            .filter(|c| c.running || starting.contains(&c.id))
+            .map(|c| Recent {
+                id: c.id.clone(),
+                running: !starting.contains(&c.id),
+            })
+            .collect())
+    }
+
     async fn inspect_quick(
         &self,
         id: &str,
         _engine: &EngineVersion,
     ) -> Result<ContainerInfo, DockerError> {
-        self.state().quick.push(id.to_string());
+        let delay = {
+            let mut st = self.state();
+            st.quick.push(id.to_string());
+            st.quick_delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.inspect(id).await
     }
 
@@ -1485,6 +1520,47 @@ async fn a_die_of_this_run_releases_a_container_a_hint_found() {
         engine.emit_at(EventKind::Die, "web1", wall_ns() + 1);
         until("released", || ns.handles() == 0).await;
         assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_listed_before_it_ends_is_inspected_by_the_lists_task_not_the_event_path() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("early");
+    engine.state().folder = Some(folder.0.clone());
+    // The quick inspect waits (Podman: for the start's lock) 80 ms.
+    engine.state().quick_delay = Duration::from_millis(80);
+    let ns1 = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let ns2 = web_ns(&spaces, 2, "/proc/102/ns/net");
+    let info1 = web("web1", 101);
+    let info2 = web("web2", 102);
+    let want1 = expected(&info1, &ns1.kernel());
+    let want2 = expected(&info2, &ns2.kernel());
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        engine.put(info1.clone());
+        engine.state().starting.push("web1".into());
+        std::fs::write(folder.0.join("netns-e"), b"").expect("create the namespace file");
+        until("web1's quick inspect asked", || {
+            engine.state().quick == ["web1".to_string()]
+        })
+        .await;
+        // While it waits, another start's event is handled at once.
+        engine.put(info2.clone());
+        engine.emit(EventKind::Start, "web2");
+        until("web2 converged", || ns2.tagged() == want2).await;
+        assert!(
+            ns1.tagged().0.is_empty(),
+            "web2 went first: the event path did not wait for web1's inspect"
+        );
+        until("web1 converged", || ns1.tagged() == want1).await;
+        assert_eq!(
+            engine.inspections("web1").len(),
+            1,
+            "inspected once, by the list's task"
+        );
+        assert_eq!(metric(&m, "symroute_containers_managed"), 2.0);
     })
     .await;
 }

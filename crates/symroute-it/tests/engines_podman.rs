@@ -370,7 +370,7 @@ fn a_sharer_of_an_opted_out_namespace_is_left_alone_by_a_hint(engine: Engine) {
             .unwrap_or_default()
             .to_string()
     };
-    // Podman's events come 0-250 ms late: a sharer's own start event may reach the daemon
+    // Podman's events come 0-250 ms late, yet a sharer's own start event may reach the daemon
     // before the next hint (then its event is what finds it left alone). Up to five tries
     // for a hint to see one.
     let mut seen = None;
@@ -395,8 +395,14 @@ fn a_sharer_of_an_opted_out_namespace_is_left_alone_by_a_hint(engine: Engine) {
             .unwrap_or_default()
             .trim()
             .to_string();
-        c.lab.cli_ok(["start", &side]);
-        c.lab.cli_ok(["start", &other]);
+        // Both at once: other's namespace file appears early in its start, before
+        // side's start event can have come.
+        let lab = &c.lab;
+        std::thread::scope(|sc| {
+            let started = sc.spawn(|| lab.cli_ok(["start", other.as_str()]));
+            lab.cli_ok(["start", side.as_str()]);
+            started.join().expect("start other");
+        });
         c.lab.wait_listening(&other);
         wait_rules(&c.lab, &other, &[other_lan, app_ip(&c, &other)]);
         engines::wait_for(

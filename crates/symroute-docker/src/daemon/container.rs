@@ -407,7 +407,7 @@ impl<N: Namespaces> Daemon<N> {
     pub(crate) async fn on_hint<A: EngineApi>(
         &mut self,
         api: &A,
-        listed: Result<Vec<String>, DockerError>,
+        listed: super::hint::Listed,
         engine: &EngineVersion,
     ) {
         let ids = match listed {
@@ -417,7 +417,7 @@ impl<N: Namespaces> Daemon<N> {
                 return;
             }
         };
-        for id in ids {
+        for (id, early) in ids {
             // Known, left alone, or failing (its retry is scheduled already).
             if self.managed.contains_key(&id)
                 || self.skipped.contains(&id)
@@ -425,9 +425,12 @@ impl<N: Namespaces> Daemon<N> {
             {
                 continue;
             }
-            debug!(container = %short(&id), "hint: a start before its event");
+            debug!(container = %short(&id), early = early.is_some(), "hint: a start before its event");
             self.touch(&id);
-            let result = api.inspect_quick(&id, engine).await;
+            let result = match early {
+                Some(r) => r,
+                None => api.inspect_quick(&id, engine).await,
+            };
             self.reconcile_with(&id, result, None);
             if let Some(m) = self.managed.get_mut(&id) {
                 m.hinted_ns = Some(unix_nanos());

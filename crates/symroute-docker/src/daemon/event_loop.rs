@@ -18,7 +18,7 @@ use super::metrics::Metrics;
 use super::namespaces::Namespaces;
 use super::resync;
 use super::{DaemonOptions, unix_nanos};
-use crate::engine_api::{Connector, EngineApi};
+use crate::engine_api::{Connector, EngineApi, EngineVersion};
 
 /// The first reconnect delay; doubles per failed attempt.
 pub const RECONNECT_FIRST: Duration = Duration::from_millis(250);
@@ -114,7 +114,12 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 None
             }
         });
-        let mut hints = HintList::default();
+        // No version, no folder: then no hint is ever asked for.
+        let mut hints = HintList::new(version.clone().unwrap_or_else(|| EngineVersion {
+            name: String::new(),
+            version: String::new(),
+            api_version: String::new(),
+        }));
         // A hint's list in flight is event-path work: the resync holds back for it.
         let mut hint_work = None;
         // After the line that says so: whoever sees the gauge at 1 finds it.
@@ -195,6 +200,7 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                         asked_unix_ns,
                         answered_unix_ns = unix_nanos(),
                         listed = listed.as_ref().map_or(0, Vec::len),
+                        early = listed.as_ref().map_or(0, |l| l.iter().filter(|(_, e)| e.is_some()).count()),
                         "hint answered"
                     );
                     if let Some(v) = &version {

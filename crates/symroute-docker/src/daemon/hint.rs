@@ -6,23 +6,27 @@
 //! follows its own events file by polling it every 250 ms. But Podman
 //! creates a container's namespace file (`/run/netns/netns-<uuid>`) at the
 //! beginning of the start (about 130 ms before its `start` event, measured
-//! on Podman 4.3), under the container's lock, and its Engine-compatible
-//! list converts each container it returns under that lock. So when a file
-//! appears in the folder the daemon asks for the [`RECENT`] newest
-//! containers (Podman sorts by creation and converts only those); the
-//! answer comes the moment the start is over (its event written, not yet
-//! delivered), and the daemon handles every running container in it that
-//! it does not know yet, as it would on that container's `start`, but
-//! with libpod's own inspect, which Podman answers in half the time of the
-//! Engine-compatible one ([`EngineApi::inspect_quick`]). The event, when
-//! it comes, finds the container converged (one inspect, a no-op apply). A container created long before its start (a restart) is
-//! left to its event. Hints that come while a list is in flight ask for one
-//! more list, of the [`RECENT_BURST`] newest, when it ends.
+//! on Podman 4.3), under the container's lock. So when a file appears in
+//! the folder the daemon asks libpod's list for the [`RECENT`] newest
+//! containers (Podman sorts by creation and converts only those). Podman 4
+//! answers it the moment the start is over (its event written, not yet
+//! delivered): a running container the daemon does not know yet is then
+//! handled as its `start` would be, but inspected with libpod's own
+//! inspect, which Podman answers in half the time of the Engine-compatible
+//! one ([`EngineApi::inspect_quick`]). Podman 5 answers the list at once,
+//! the container starting not running yet: that one is inspected right away
+//! in the list's own task, the inspect waiting for the start to end (the
+//! container's lock) while the event path goes on, and converged when it
+//! answers. The event, when it comes, finds the container converged (one
+//! inspect, a no-op apply). A container created long before its start (a
+//! restart) is left to its event. Hints that come while a list is in
+//! flight ask for one more list, of the [`RECENT_BURST`] newest, when it
+//! ends.
 //!
 //! Only a hint: nothing in the folder is read but the fact that it changed.
-//! A list costs one request, plus one inspect for each running container
-//! in it that is neither managed, nor left alone by the policy (network
-//! mode, label), nor waiting for a
+//! A list costs one request, plus one libpod inspect for each container in
+//! it that is not running yet, or running and neither managed, nor left
+//! alone by the policy (network mode, label), nor waiting for a
 //! retry. The folder is the engine's as the engine sees it: the API socket's
 //! listener (`SO_PEERCRED`), when it is root and named `podman` (the
 //! service) or `systemd` (socket activation), gives `/proc/<pid>/root`, so
@@ -41,7 +45,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::client::DockerError;
-use crate::engine_api::EngineApi;
+use crate::engine_api::{EngineApi, EngineVersion};
+use crate::model::ContainerInfo;
 
 /// Where an engine creates its containers' namespace files, as this
 /// process reaches them: a path, and what keeps it meaning the same
@@ -203,14 +208,19 @@ pub const RECENT: usize = 1;
 /// in flight (a burst of starts).
 pub const RECENT_BURST: usize = 8;
 
-/// The engine's answer to a list.
-type Listed = Result<Vec<String>, DockerError>;
+/// The engine's answer to a list: each of the newest containers, with, for
+/// one that was not running when listed (a start in progress), its inspect,
+/// asked for right away in the list's own task (where waiting for the
+/// start to end holds nothing up).
+pub(crate) type Listed =
+    Result<Vec<(String, Option<Result<ContainerInfo, DockerError>>)>, DockerError>;
 
 /// The list asked for after a hint: at most one in flight; a hint that
 /// comes while it is asks for one more when it ends (the list in flight
 /// may have been answered before that start began).
-#[derive(Default)]
 pub(crate) struct HintList {
+    /// The engine the lists are asked of (libpod's API is versioned).
+    engine: EngineVersion,
     running: Option<(JoinHandle<()>, oneshot::Receiver<Listed>)>,
     again: bool,
     /// When the list in flight was asked for (CLOCK_REALTIME ns).
@@ -226,6 +236,15 @@ impl Drop for HintList {
 }
 
 impl HintList {
+    pub(crate) fn new(engine: EngineVersion) -> HintList {
+        HintList {
+            engine,
+            running: None,
+            again: false,
+            asked_ns: 0,
+        }
+    }
+
     /// Whether a list is in flight.
     pub(crate) fn in_flight(&self) -> bool {
         self.running.is_some()
@@ -250,8 +269,24 @@ impl HintList {
         let (tx, rx) = oneshot::channel();
         self.asked_ns = unix_nanos();
         let api = api.clone();
+        let engine = self.engine.clone();
         let task = tokio::spawn(async move {
-            let _ = tx.send(api.recent_running(limit).await);
+            let listed = match api.recent(limit, &engine).await {
+                Ok(list) => {
+                    let mut out = Vec::with_capacity(list.len());
+                    for r in list {
+                        let early = if r.running {
+                            None
+                        } else {
+                            Some(api.inspect_quick(&r.id, &engine).await)
+                        };
+                        out.push((r.id, early));
+                    }
+                    Ok(out)
+                }
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(listed);
         });
         self.running = Some((task, rx));
     }
