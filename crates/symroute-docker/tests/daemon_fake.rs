@@ -1564,3 +1564,62 @@ async fn a_start_listed_before_it_ends_is_inspected_by_the_lists_task_not_the_ev
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_early_inspect_older_than_the_containers_events_is_dropped() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("stale");
+    engine.state().folder = Some(folder.0.clone());
+    engine.state().quick_delay = Duration::from_millis(80);
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let info = web("web1", 101);
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        engine.put(info.clone());
+        engine.state().starting.push("web1".into());
+        std::fs::write(folder.0.join("netns-s"), b"").expect("create the namespace file");
+        until("web1's quick inspect asked", || {
+            engine.state().quick == ["web1".to_string()]
+        })
+        .await;
+        // While it waits: the start's event, then the container dies (a crash loop).
+        engine.emit(EventKind::Start, "web1");
+        until("managed by its event", || ns.handles() == 1).await;
+        engine.emit_at(EventKind::Die, "web1", wall_ns());
+        until("released on its die", || ns.handles() == 0).await;
+        // The early answer (running, from before both) comes now: dropped.
+        idle(Duration::from_millis(200)).await;
+        assert_eq!(ns.handles(), 0, "not opened again from the older answer");
+        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_early_inspect_that_finds_no_running_container_does_nothing() {
+    let (engine, spaces, m) = world();
+    let folder = TempFolder::new("created");
+    engine.state().folder = Some(folder.0.clone());
+    let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
+    let mut info = web("web1", 101);
+    info.running = false;
+    info.pid = None;
+    with_daemon(options(), &engine, &spaces, &m, async {
+        until("subscribed and listed", || engine.ready()).await;
+        // Created, never started: the newest container when another start's file appears.
+        engine.put(info.clone());
+        engine.state().starting.push("web1".into());
+        std::fs::write(folder.0.join("netns-c"), b"").expect("create the namespace file");
+        until("inspected by the list's task", || {
+            engine.state().quick == ["web1".to_string()]
+        })
+        .await;
+        idle(Duration::from_millis(200)).await;
+        assert_eq!(engine.inspections("web1").len(), 1, "not inspected again");
+        assert!(spaces.opened().is_empty());
+        assert_eq!(ns.handles(), 0);
+        assert_eq!(metric(&m, "symroute_containers_managed"), 0.0);
+        assert_eq!(metric(&m, "symroute_errors_total"), 0.0);
+    })
+    .await;
+}

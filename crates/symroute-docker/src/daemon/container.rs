@@ -425,15 +425,29 @@ impl<N: Namespaces> Daemon<N> {
             {
                 continue;
             }
-            debug!(container = %short(&id), early = early.is_some(), "hint: a start before its event");
-            self.touch(&id);
             let result = match early {
-                Some(r) => r,
-                None => api.inspect_quick(&id, engine).await,
+                // The event path handled it after this inspect was asked for.
+                Some(e) if self.is_stale(&id, e.at) => {
+                    debug!(container = %short(&id), "hint: an inspect older than its events; dropped");
+                    continue;
+                }
+                Some(e) => {
+                    debug!(container = %short(&id), early = true, "hint: a start before its event");
+                    self.touch(&id);
+                    (Ok(e.info), e.answered_ns)
+                }
+                None => {
+                    debug!(container = %short(&id), early = false, "hint: a start before its event");
+                    self.touch(&id);
+                    let r = api.inspect_quick(&id, engine).await;
+                    (r, unix_nanos())
+                }
             };
+            let (result, answered_ns) = result;
             self.reconcile_with(&id, result, None);
+            // A die stamped before that answer is an earlier run's.
             if let Some(m) = self.managed.get_mut(&id) {
-                m.hinted_ns = Some(unix_nanos());
+                m.hinted_ns = Some(answered_ns);
             }
         }
     }

@@ -115,11 +115,14 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
             }
         });
         // No version, no folder: then no hint is ever asked for.
-        let mut hints = HintList::new(version.clone().unwrap_or_else(|| EngineVersion {
-            name: String::new(),
-            version: String::new(),
-            api_version: String::new(),
-        }));
+        let mut hints = HintList::new(
+            version.clone().unwrap_or_else(|| EngineVersion {
+                name: String::new(),
+                version: String::new(),
+                api_version: String::new(),
+            }),
+            d.clock.clone(),
+        );
         // A hint's list in flight is event-path work: the resync holds back for it.
         let mut hint_work = None;
         // After the line that says so: whoever sees the gauge at 1 finds it.

@@ -14,10 +14,12 @@
 //! handled as its `start` would be, but inspected with libpod's own
 //! inspect, which Podman answers in half the time of the Engine-compatible
 //! one ([`EngineApi::inspect_quick`]). Podman 5 answers the list at once,
-//! the container starting not running yet: that one is inspected right away
-//! in the list's own task, the inspect waiting for the start to end (the
-//! container's lock) while the event path goes on, and converged when it
-//! answers. The event, when it comes, finds the container converged (one
+//! the container starting not running yet: every container not running
+//! when listed (starting, or created or stopped) is inspected right away
+//! in the list's own task, the inspect waiting for a start to end (the
+//! container's lock) while the event path goes on; one that answers
+//! running is converged then, unless the event path has handled that
+//! container since the inspect was asked for (its answer is older). The event, when it comes, finds the container converged (one
 //! inspect, a no-op apply). A container created long before its start (a
 //! restart) is left to its event. Hints that come while a list is in
 //! flight ask for one more list, of the [`RECENT_BURST`] newest, when it
@@ -25,8 +27,8 @@
 //!
 //! Only a hint: nothing in the folder is read but the fact that it changed.
 //! A list costs one request, plus one libpod inspect for each container in
-//! it that is not running yet, or running and neither managed, nor left
-//! alone by the policy (network mode, label), nor waiting for a
+//! it that is not running when listed, or running and neither managed, nor
+//! left alone by the policy (network mode, label), nor waiting for a
 //! retry. The folder is the engine's as the engine sees it: the API socket's
 //! listener (`SO_PEERCRED`), when it is root and named `podman` (the
 //! service) or `systemd` (socket activation), gives `/proc/<pid>/root`, so
@@ -37,6 +39,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::debug;
 
 use super::unix_nanos;
 use tokio::io::Interest;
@@ -212,8 +218,17 @@ pub const RECENT_BURST: usize = 8;
 /// one that was not running when listed (a start in progress), its inspect,
 /// asked for right away in the list's own task (where waiting for the
 /// start to end holds nothing up).
-pub(crate) type Listed =
-    Result<Vec<(String, Option<Result<ContainerInfo, DockerError>>)>, DockerError>;
+pub(crate) type Listed = Result<Vec<(String, Option<Early>)>, DockerError>;
+
+/// A container inspected by the list's task: the answer, and the daemon's
+/// clock ([`super::container::Daemon::touch`]) when it was asked for, so
+/// that one older than what the event path has handled since is dropped.
+pub(crate) struct Early {
+    pub(crate) info: ContainerInfo,
+    pub(crate) at: u64,
+    /// When it answered (CLOCK_REALTIME ns).
+    pub(crate) answered_ns: i64,
+}
 
 /// The list asked for after a hint: at most one in flight; a hint that
 /// comes while it is asks for one more when it ends (the list in flight
@@ -221,6 +236,8 @@ pub(crate) type Listed =
 pub(crate) struct HintList {
     /// The engine the lists are asked of (libpod's API is versioned).
     engine: EngineVersion,
+    /// The daemon's event-path clock.
+    clock: Arc<AtomicU64>,
     running: Option<(JoinHandle<()>, oneshot::Receiver<Listed>)>,
     again: bool,
     /// When the list in flight was asked for (CLOCK_REALTIME ns).
@@ -236,9 +253,10 @@ impl Drop for HintList {
 }
 
 impl HintList {
-    pub(crate) fn new(engine: EngineVersion) -> HintList {
+    pub(crate) fn new(engine: EngineVersion, clock: Arc<AtomicU64>) -> HintList {
         HintList {
             engine,
+            clock,
             running: None,
             again: false,
             asked_ns: 0,
@@ -270,17 +288,38 @@ impl HintList {
         self.asked_ns = unix_nanos();
         let api = api.clone();
         let engine = self.engine.clone();
+        let clock = self.clock.clone();
         let task = tokio::spawn(async move {
             let listed = match api.recent(limit, &engine).await {
                 Ok(list) => {
                     let mut out = Vec::with_capacity(list.len());
                     for r in list {
-                        let early = if r.running {
-                            None
-                        } else {
-                            Some(api.inspect_quick(&r.id, &engine).await)
-                        };
-                        out.push((r.id, early));
+                        if r.running {
+                            out.push((r.id, None));
+                            continue;
+                        }
+                        // Not running when listed: a start in progress (Podman 5
+                        // answers before it ends), or one created or stopped. Its
+                        // inspect waits for a start to end; an answer that is not a
+                        // running container, or none, is left to the events.
+                        let at = clock.load(Ordering::SeqCst);
+                        match api.inspect_quick(&r.id, &engine).await {
+                            Ok(info) if info.running => {
+                                let answered_ns = unix_nanos();
+                                out.push((
+                                    r.id,
+                                    Some(Early {
+                                        info,
+                                        at,
+                                        answered_ns,
+                                    }),
+                                ));
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                debug!(container = %r.id, error = %e, "hint: cannot inspect a start in progress; its event will tell");
+                            }
+                        }
                     }
                     Ok(out)
                 }
