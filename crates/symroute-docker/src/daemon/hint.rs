@@ -19,19 +19,19 @@
 //! in the list's own task, the inspect waiting for a start to end (the
 //! container's lock) while the event path goes on; one that answers
 //! running is converged then, unless the event path has handled that
-//! container since the inspect was asked for (its answer is older). The event, when it comes, finds the container converged (one
-//! inspect, a no-op apply). A container created long before its start (a
-//! restart) is left to its event. Hints that come while a list is in
-//! flight ask for one more list, of the [`RECENT_BURST`] newest, when it
-//! ends.
+//! container since the inspect was asked for (its answer is older). The
+//! event, when it comes, finds the container converged (one inspect, a
+//! no-op apply). A container created long before its start (a restart) is
+//! left to its event. Hints that come while a list is in flight ask for
+//! one more list, of the [`RECENT_BURST`] newest, when it ends.
 //!
 //! Only a hint: nothing in the folder is read but the fact that it changed.
 //! A list costs one request, plus one libpod inspect for each container in
 //! it that is not running when listed, or running and neither managed, nor
 //! left alone by the policy (network mode, label), nor waiting for a
-//! retry. The folder is the engine's as the engine sees it: the API socket's
-//! listener (`SO_PEERCRED`), when it is root and named `podman` (the
-//! service) or `systemd` (socket activation), gives `/proc/<pid>/root`, so
+//! retry. The folder is the engine's as the engine sees it: the API
+//! socket's listener (`SO_PEERCRED`), when it is root and named `podman`
+//! (the service) or `systemd` (socket activation), gives `/proc/<pid>/root`, so
 //! a Podman in a mount namespace or a chroot of its own is followed too;
 //! `/proc/<pid>` is held open, so a reused pid is never followed. Rootless
 //! Podman and proxies are not watched (their events still are).
