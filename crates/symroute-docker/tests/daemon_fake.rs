@@ -1326,11 +1326,17 @@ impl Drop for TempFolder {
     }
 }
 
+/// A folder of the test's own that the engine says to watch (Podman's hint).
+fn watched(engine: &FakeEngine, tag: &str) -> TempFolder {
+    let folder = TempFolder::new(tag);
+    engine.state().folder = Some(folder.0.clone());
+    folder
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_new_file_in_the_engines_namespace_folder_converges_a_start_before_its_event() {
     let (engine, spaces, m) = world();
-    let folder = TempFolder::new("hint");
-    engine.state().folder = Some(folder.0.clone());
+    let folder = watched(&engine, "hint");
     let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     let info = web("web1", 101);
     let want = expected(&info, &ns.kernel());
@@ -1373,8 +1379,7 @@ async fn a_new_file_in_the_engines_namespace_folder_converges_a_start_before_its
 #[tokio::test(start_paused = true)]
 async fn a_hint_inspects_only_running_containers_not_known_yet() {
     let (engine, spaces, m) = world();
-    let folder = TempFolder::new("known");
-    engine.state().folder = Some(folder.0.clone());
+    let folder = watched(&engine, "known");
     let ns1 = web_ns(&spaces, 1, "/proc/101/ns/net");
     let want1 = running_web(&engine, &ns1, "web1", 101);
     // Left alone for its whole life: network mode host.
@@ -1413,8 +1418,7 @@ async fn a_hint_inspects_only_running_containers_not_known_yet() {
 #[tokio::test(start_paused = true)]
 async fn a_namespace_folder_that_goes_away_is_watched_again_at_the_next_resync() {
     let (engine, spaces, m) = world();
-    let folder = TempFolder::new("again");
-    engine.state().folder = Some(folder.0.clone());
+    let folder = watched(&engine, "again");
     let ns4 = web_ns(&spaces, 4, "/proc/104/ns/net");
     let ns5 = web_ns(&spaces, 5, "/proc/105/ns/net");
     let opts = DaemonOptions {
@@ -1473,8 +1477,7 @@ fn wall_ns() -> i64 {
 #[tokio::test(start_paused = true)]
 async fn the_previous_runs_late_die_does_not_release_a_restart_a_hint_found() {
     let (engine, spaces, m) = world();
-    let folder = TempFolder::new("restart");
-    engine.state().folder = Some(folder.0.clone());
+    let folder = watched(&engine, "restart");
     let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     let info = web("web1", 101);
     let want = expected(&info, &ns.kernel());
@@ -1506,8 +1509,7 @@ async fn the_previous_runs_late_die_does_not_release_a_restart_a_hint_found() {
 #[tokio::test(start_paused = true)]
 async fn a_die_of_this_run_releases_a_container_a_hint_found() {
     let (engine, spaces, m) = world();
-    let folder = TempFolder::new("dies");
-    engine.state().folder = Some(folder.0.clone());
+    let folder = watched(&engine, "dies");
     let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     let info = web("web1", 101);
     let want = expected(&info, &ns.kernel());
@@ -1527,8 +1529,7 @@ async fn a_die_of_this_run_releases_a_container_a_hint_found() {
 #[tokio::test(start_paused = true)]
 async fn a_start_listed_before_it_ends_is_inspected_by_the_lists_task_not_the_event_path() {
     let (engine, spaces, m) = world();
-    let folder = TempFolder::new("early");
-    engine.state().folder = Some(folder.0.clone());
+    let folder = watched(&engine, "early");
     // The quick inspect waits (Podman: for the start's lock) 80 ms.
     engine.state().quick_delay = Duration::from_millis(80);
     let ns1 = web_ns(&spaces, 1, "/proc/101/ns/net");
@@ -1568,8 +1569,7 @@ async fn a_start_listed_before_it_ends_is_inspected_by_the_lists_task_not_the_ev
 #[tokio::test(start_paused = true)]
 async fn an_early_inspect_older_than_the_containers_events_is_dropped() {
     let (engine, spaces, m) = world();
-    let folder = TempFolder::new("stale");
-    engine.state().folder = Some(folder.0.clone());
+    let folder = watched(&engine, "stale");
     engine.state().quick_delay = Duration::from_millis(80);
     let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     let info = web("web1", 101);
@@ -1598,8 +1598,7 @@ async fn an_early_inspect_older_than_the_containers_events_is_dropped() {
 #[tokio::test(start_paused = true)]
 async fn an_early_inspect_that_finds_no_running_container_does_nothing() {
     let (engine, spaces, m) = world();
-    let folder = TempFolder::new("created");
-    engine.state().folder = Some(folder.0.clone());
+    let folder = watched(&engine, "created");
     let ns = web_ns(&spaces, 1, "/proc/101/ns/net");
     let mut info = web("web1", 101);
     info.running = false;

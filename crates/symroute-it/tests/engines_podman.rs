@@ -218,6 +218,16 @@ fn service_restart(engine: Engine) {
     );
 }
 
+/// Start h0 and wait for the daemon to watch the engine's namespace folder (Podman 5.8
+/// makes its /run/netns with its first container: the daemon watches it from that
+/// container's start event on); the log line that says so.
+fn watching_after_h0(c: &mut RecipeC, d: &Daemon) -> serde_json::Value {
+    let h0 = Ipv4Addr::new(192, 0, 2, 59);
+    c.run_both("h0", h0, "hello from h0", &[]);
+    wait_rules(&c.lab, "h0", &[h0, app_ip(c, "h0")]);
+    d.wait_logged("watching the engine's namespace folder for starts")
+}
+
 /// Podman's events come 0-250 ms late (its file backend is polled): the daemon watches the
 /// service's namespace folder and converges a start when it ends. After a first container
 /// (Podman 5.8 makes the folder with it), of five starts at least
@@ -227,12 +237,7 @@ fn service_restart(engine: Engine) {
 fn starts_are_seen_from_the_namespace_folder(engine: Engine) {
     let mut c = RecipeC::build(engine);
     let d = Daemon::start(&c.lab, &[]);
-    // Podman 5.8 makes its /run/netns with its first container: the daemon watches it
-    // from that container's start event on.
-    let h0 = Ipv4Addr::new(192, 0, 2, 59);
-    c.run_both("h0", h0, "hello from h0", &[]);
-    wait_rules(&c.lab, "h0", &[h0, app_ip(&c, "h0")]);
-    let watching = d.wait_logged("watching the engine's namespace folder for starts");
+    let watching = watching_after_h0(&mut c, &d);
     let folder = watching["folder"]
         .as_str()
         .or_else(|| watching["fields"]["folder"].as_str())
@@ -352,10 +357,7 @@ fn starts_are_seen_from_the_namespace_folder(engine: Engine) {
 fn a_sharer_of_an_opted_out_namespace_is_left_alone_by_a_hint(engine: Engine) {
     let mut c = RecipeC::build(engine);
     let d = Daemon::start(&c.lab, &[]);
-    let h0 = Ipv4Addr::new(192, 0, 2, 59);
-    c.run_both("h0", h0, "hello from h0", &[]);
-    wait_rules(&c.lab, "h0", &[h0, app_ip(&c, "h0")]);
-    d.wait_logged("watching the engine's namespace folder for starts");
+    watching_after_h0(&mut c, &d);
     c.run_both(
         "web",
         WEB_LAN,
