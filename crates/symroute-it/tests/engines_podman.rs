@@ -17,6 +17,7 @@ use symroute_it::common;
 use symroute_it::common::engines;
 
 use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
 
 use common::{assert_blocked, assert_connects};
 use engines::{
@@ -315,6 +316,28 @@ fn starts_are_seen_from_the_namespace_folder(engine: Engine) {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // Their namespaces were opened while Podman was still starting them (the file's
+    // appearance), and claimed by their converge.
+    let claimed: Vec<&str> = ids
+        .iter()
+        .filter(|(_, id)| {
+            lines.iter().any(|l| {
+                field(l, "message") == "namespace opened ahead of time; claimed"
+                    && field(l, "container") == *id
+            })
+        })
+        .map(|(name, _)| *name)
+        .collect();
+    eprintln!(
+        "{}: namespaces opened ahead of time: {claimed:?}",
+        engine.name()
+    );
+    assert_eq!(
+        claimed.len(),
+        ids.len(),
+        "{}: every start's namespace opened ahead of time and claimed, not only {claimed:?}",
+        engine.name()
+    );
     // Each inspected with libpod's own inspect (the compatible one is asked only when
     // that fails, and says so).
     for l in lines
@@ -341,6 +364,37 @@ fn starts_are_seen_from_the_namespace_folder(engine: Engine) {
         "{}: libpod's inspect failed:\n{}",
         engine.name(),
         fell_back.join("\n")
+    );
+    // Once they are gone, the daemon holds none of their namespaces (nor one it opened
+    // ahead of time for them).
+    let spaces: Vec<(u64, u64)> = ids
+        .iter()
+        .map(|(name, _)| {
+            let m = std::fs::metadata(c.lab.netns_path(name))
+                .unwrap_or_else(|e| panic!("{name}'s namespace: {e}"));
+            (m.dev(), m.ino())
+        })
+        .collect();
+    for (name, _) in &ids {
+        c.lab.cli_ok(["rm", "-f", name]);
+    }
+    let holds = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/fd", d.pid))
+            .map(|fds| {
+                fds.filter_map(Result::ok)
+                    .filter(|e| {
+                        std::fs::metadata(e.path())
+                            .is_ok_and(|m| spaces.contains(&(m.dev(), m.ino())))
+                    })
+                    .map(|e| e.path().display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    engines::wait_for(
+        engines::CONVERGE,
+        "the daemon holds no namespace of the removed containers",
+        || holds().is_empty(),
     );
     let problems = d.problems();
     assert!(

@@ -213,8 +213,16 @@ pub(crate) async fn serve<C: Connector, N: Namespaces>(
                 // Not read while a list is already due: nothing more to learn there,
                 // and a folder that changes without end cannot starve the rest.
                 changed = hint::next(&watch), if !hints.queued() => match changed {
-                    Ok(true) => hints.hint(&api),
-                    Ok(false) => {
+                    Ok(Some(created)) => {
+                        hints.hint(&api);
+                        // Opened while the engine is still starting the container.
+                        if let Some(f) = folder.as_ref() {
+                            for name in created {
+                                d.namespaces.prepare(f.path().join(name));
+                            }
+                        }
+                    }
+                    Ok(None) => {
                         info!("the engine's namespace folder is gone; looked for again after each start and resync");
                         watch = None;
                     }

@@ -25,7 +25,14 @@
 //! left to its event. Hints that come while a list is in flight ask for
 //! one more list, of the [`RECENT_BURST`] newest, when it ends.
 //!
-//! Only a hint: nothing in the folder is read but the fact that it changed.
+//! Only a hint: nothing in the folder is read but the fact that it changed
+//! and the names of the files created, each handed to
+//! [`super::namespaces::Namespaces::prepare`], which opens the namespace
+//! while Podman is still starting its container (a converge that follows
+//! claims it, found by the namespace's identity, not by the name). At most
+//! [`NAMES_MAX`] names per read of the folder; while a list is already due
+//! the folder is not read, so the starts of a burst may be opened when they
+//! are converged instead (slower, not different).
 //! A list costs one request, plus one libpod inspect for each container in
 //! it that is not running when listed, or running and neither managed, nor
 //! left alone by the policy (network mode, label), nor waiting for a
@@ -36,6 +43,7 @@
 //! `/proc/<pid>` is held open, so a reused pid is never followed. Rootless
 //! Podman and proxies are not watched (their events still are).
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -139,16 +147,17 @@ impl FolderWatch {
         Ok(FolderWatch { fd })
     }
 
-    /// Wait for the next change and read everything pending. `Ok(false)`:
+    /// Wait for the next change and read everything pending: the names of
+    /// the files created (at most [`NAMES_MAX`] per call), or `None` when
     /// the folder itself is gone (or the watch was dropped by the kernel):
     /// stop watching it.
-    pub(crate) async fn changed(&self) -> io::Result<bool> {
-        // Room for many events; their contents are not used beyond the mask.
+    pub(crate) async fn changed(&self) -> io::Result<Option<Vec<OsString>>> {
         let mut buf = [0u8; 4096];
         loop {
             let mut guard = self.fd.readable().await?;
             let mut alive = true;
             let mut got = false;
+            let mut names = Vec::new();
             loop {
                 // SAFETY: reading into a buffer we own, of its own length.
                 let n = unsafe {
@@ -172,36 +181,52 @@ impl FolderWatch {
                     break;
                 }
                 got = true;
-                alive &= !removed(&buf[..n.min(buf.len())]);
+                let (gone, created) = read_events(&buf[..n.min(buf.len())]);
+                alive &= !gone;
+                let room = NAMES_MAX.saturating_sub(names.len());
+                names.extend(created.into_iter().take(room));
             }
             if !alive {
-                return Ok(false);
+                return Ok(None);
             }
             if got {
-                return Ok(true);
+                return Ok(Some(names));
             }
         }
     }
 }
 
-/// Whether a read of inotify events says the watch is over (`IN_IGNORED`:
-/// the folder was deleted or unmounted). `struct inotify_event` is wd (4),
-/// mask (4), cookie (4), len (4), then `len` bytes of name.
-fn removed(mut buf: &[u8]) -> bool {
+/// The most file names one read of the folder's changes hands on.
+pub const NAMES_MAX: usize = 16;
+
+/// One read of inotify events: whether the watch is over (`IN_IGNORED`:
+/// the folder was deleted or unmounted), and the names of the files created
+/// or moved in, each a plain name (not empty, no `/`, not `.` or `..`).
+/// `struct inotify_event` is wd (4), mask (4), cookie (4), len (4), then
+/// `len` bytes of name, padded with NULs.
+fn read_events(mut buf: &[u8]) -> (bool, Vec<OsString>) {
+    use std::os::unix::ffi::OsStrExt;
     const HDR: usize = 16;
+    let mut names = Vec::new();
     while buf.len() >= HDR {
         let mask = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let len = u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]);
         if mask & (libc::IN_IGNORED | libc::IN_UNMOUNT | libc::IN_DELETE_SELF) != 0 {
-            return true;
+            return (true, names);
         }
         let step = HDR.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
         if step > buf.len() {
             break;
         }
+        if mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 && mask & libc::IN_ISDIR == 0 {
+            let name = buf[HDR..step].split(|b| *b == 0).next().unwrap_or_default();
+            if !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') {
+                names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+            }
+        }
         buf = &buf[step..];
     }
-    false
+    (false, names)
 }
 
 /// How many of the newest containers a hint's list asks about: Podman
@@ -353,7 +378,7 @@ impl HintList {
 }
 
 /// The next change of `watch`, pending forever when there is none.
-pub(crate) async fn next(watch: &Option<FolderWatch>) -> io::Result<bool> {
+pub(crate) async fn next(watch: &Option<FolderWatch>) -> io::Result<Option<Vec<OsString>>> {
     match watch {
         Some(w) => w.changed().await,
         None => std::future::pending().await,
@@ -391,14 +416,41 @@ mod tests {
     #[test]
     fn a_created_file_is_not_the_end_of_the_watch_an_ignored_one_is() {
         let mut created = event(libc::IN_CREATE, b"netns-1\0\0\0\0\0\0\0\0\0");
-        assert!(!removed(&created));
+        assert_eq!(
+            read_events(&created),
+            (false, vec![OsString::from("netns-1")])
+        );
         created.extend(event(libc::IN_IGNORED, b""));
-        assert!(removed(&created));
-        assert!(removed(&event(libc::IN_DELETE_SELF, b"")));
+        assert!(read_events(&created).0);
+        assert!(read_events(&event(libc::IN_DELETE_SELF, b"")).0);
         // A truncated event is not read past its end.
         let mut cut = event(libc::IN_CREATE, b"netns-2\0");
         cut.truncate(20);
-        assert!(!removed(&cut));
+        assert_eq!(read_events(&cut), (false, vec![]));
+    }
+
+    #[test]
+    fn only_plain_names_of_files_created_or_moved_in_are_handed_on() {
+        let mut buf = Vec::new();
+        for (mask, name) in [
+            (libc::IN_CREATE, &b"netns-a\0"[..]),
+            (libc::IN_MOVED_TO, b"netns-b\0\0\0"),
+            (libc::IN_CREATE | libc::IN_ISDIR, b"folder\0"),
+            (libc::IN_CREATE, b"..\0"),
+            (libc::IN_CREATE, b".\0"),
+            (libc::IN_CREATE, b"a/b\0"),
+            (libc::IN_CREATE, b"\0\0\0\0"),
+            (libc::IN_CREATE, b""),
+            (libc::IN_ATTRIB, b"netns-c\0"),
+        ] {
+            buf.extend(event(mask, name));
+        }
+        let (gone, names) = read_events(&buf);
+        assert!(!gone);
+        assert_eq!(
+            names,
+            vec![OsString::from("netns-a"), OsString::from("netns-b")]
+        );
     }
 
     #[tokio::test]
@@ -407,8 +459,15 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("mkdir");
         let w = FolderWatch::new(&dir).expect("watch");
         std::fs::write(dir.join("netns-abc"), b"").expect("create");
-        assert!(w.changed().await.expect("changed"));
+        let names = w.changed().await.expect("changed").expect("alive");
+        assert_eq!(names, vec![OsString::from("netns-abc")]);
+        std::fs::create_dir(dir.join("sub")).expect("mkdir sub");
+        let names = w.changed().await.expect("changed").expect("alive");
+        assert!(
+            names.is_empty(),
+            "a folder is not a namespace file: {names:?}"
+        );
         std::fs::remove_dir_all(&dir).expect("rm");
-        assert!(!w.changed().await.expect("changed"));
+        assert!(w.changed().await.expect("changed").is_none());
     }
 }

@@ -15,7 +15,9 @@
 //! namespace (the namespace file for the lock, a netlink socket for
 //! changes, one subscribed to link, address, rule and route notifications); it is
 //! dropped the moment the container dies, so no namespace is kept alive by
-//! symroute.
+//! symroute. The one exception is short: on Podman, a namespace opened while
+//! its container starts ([`Namespaces::prepare`]) and never claimed is
+//! closed after [`namespaces::EARLY_TTL`] (5 s).
 //!
 //! - [`container`]: per-container state, retry backoff, reconcile/converge;
 //! - [`resync`]: the periodic resync against the engine's list, off the event path;
@@ -92,9 +94,7 @@ pub async fn run(
     if !symroute_linux::netns::start_helper() {
         tracing::warn!("cannot start the namespace helper thread; every namespace will fail");
     }
-    let namespaces = LinuxNamespaces {
-        protocol: opts.settings.protocol.get(),
-    };
+    let namespaces = LinuxNamespaces::new(opts.settings.protocol.get());
     run_with(
         opts,
         &connector,

@@ -4,20 +4,35 @@
 //! writer lock (the one lock every symroute writer takes:
 //! [`symroute_linux::lock`]).
 //!
+//! On Podman the namespace of a container that is starting can be opened
+//! before the container is known ([`Namespaces::prepare`], from the
+//! engine's namespace folder): its open then claims it, found by the
+//! namespace's identity (nsfs device and inode), so the sockets' cost is paid
+//! while Podman is still busy. Only files named as Podman names them, not
+//! symlinks, at most [`EARLY_MAX`] at once, each closed after [`EARLY_TTL`]
+//! unless claimed, or as soon as a handle in the same namespace is dropped.
+//!
 //! [`LinuxNamespaces`] is the real implementation over
 //! [`symroute_linux::netns`], [`symroute_linux::lock`] and
 //! [`symroute_linux::kernel`]; tests implement [`Namespaces`] over the fake
 //! kernel, so the daemon's loop runs without root.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use netlink_sys::Socket;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tracing::debug;
 
 use super::watch;
 use symroute_core::kernel::Kernel;
 use symroute_linux::kernel::NetlinkKernel;
 use symroute_linux::lock::{self, LockError};
+use symroute_linux::netlink::NlSocket;
 use symroute_linux::netns::{Netns, NetnsError};
 
 /// Why a namespace could not be reached or locked.
@@ -49,7 +64,8 @@ pub trait Namespaces {
     /// Open the namespace at the first of `paths` that opens, and follow its
     /// link, address, rule and route notifications: after each burst, `id` is sent on
     /// `notify`. Dropping the handle stops following and closes everything
-    /// it holds in the namespace (so nothing keeps the namespace alive).
+    /// it holds in the namespace (so nothing keeps the namespace alive, not
+    /// even one opened ahead of time for it).
     fn open(
         &self,
         paths: &[String],
@@ -65,7 +81,37 @@ pub trait Namespaces {
         let _ = (handle, paths);
         false
     }
+
+    /// A file appeared in the engine's namespace folder: a start has begun,
+    /// and the engine will take a while yet to say which container it is
+    /// (Podman: about 130 ms). Open it now, in the background, so that the
+    /// [`Namespaces::open`] of the container it turns out to be (the same
+    /// namespace, whichever path leads there) finds it open. Nothing in it
+    /// is read or changed until then; one no container claims is closed
+    /// after [`EARLY_TTL`], or when the container managed in it lets go.
+    fn prepare(&self, path: PathBuf) {
+        let _ = path;
+    }
 }
+
+/// How long a namespace opened by [`Namespaces::prepare`] waits to be
+/// claimed (Podman's starts claim theirs 0.1-0.3 s after the file appears).
+/// Until then the namespace is kept alive by the daemon: one whose start
+/// failed and whose file is gone lives on that long.
+pub const EARLY_TTL: Duration = Duration::from_secs(5);
+
+/// At most this many namespaces are opened ahead of time at once, waiting
+/// or being opened (more starts at once are opened when converged).
+pub const EARLY_MAX: usize = 64;
+
+/// Only files named as Podman names them (`netns-<uuid>`, netavark's and
+/// its CNI backend's alike) are opened ahead of time: not iproute2's or
+/// another tool's that share `/run/netns`.
+pub const EARLY_PREFIX: &str = "netns-";
+
+/// How long [`Namespaces::prepare`] waits for the engine to mount the
+/// namespace on its new file (Podman creates the file, then mounts it).
+const MOUNT_WAIT: Duration = Duration::from_millis(50);
 
 /// An open namespace.
 pub trait NsHandle {
@@ -88,18 +134,122 @@ pub trait NsHandle {
 }
 
 /// The real namespaces of this machine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LinuxNamespaces {
     /// The daemon's protocol tag: its own adds, heard back on the watch
     /// socket, are not a reason to converge again.
-    pub protocol: u8,
+    protocol: u8,
+    /// How long one opened ahead of time waits ([`EARLY_TTL`]).
+    ttl: Duration,
+    early: Arc<Mutex<EarlyState>>,
+}
+
+/// The namespaces opened by [`Namespaces::prepare`], and those in use.
+#[derive(Debug, Default)]
+struct EarlyState {
+    /// Opened, not claimed yet.
+    waiting: Vec<Early>,
+    /// Being opened by a background job.
+    pending: usize,
+    /// The namespaces open handles are in, and how many handles each:
+    /// one opened ahead of time after its container's own open (that job
+    /// was late) is not kept.
+    live: HashMap<(u64, u64), usize>,
+}
+
+impl EarlyState {
+    fn expire(&mut self, ttl: Duration) {
+        self.waiting.retain(|e| e.at.elapsed() < ttl);
+    }
+}
+
+/// A namespace opened before any container was known to be in it.
+struct Early {
+    id: (u64, u64),
+    /// Keeps the namespace (and so its identity) alive until claimed.
+    _netns: Netns,
+    changes: NlSocket,
+    notes: Socket,
+    /// When it was asked for.
+    at: Instant,
+}
+
+impl std::fmt::Debug for Early {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Early")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LinuxNamespaces {
+    /// Namespaces whose own changes are tagged `protocol`.
+    pub fn new(protocol: u8) -> LinuxNamespaces {
+        LinuxNamespaces::with_ttl(protocol, EARLY_TTL)
+    }
+
+    /// The same, but namespaces opened ahead of time wait `ttl` (tests).
+    pub fn with_ttl(protocol: u8, ttl: Duration) -> LinuxNamespaces {
+        LinuxNamespaces {
+            protocol,
+            ttl,
+            early: Arc::default(),
+        }
+    }
+
+    /// How many namespaces opened ahead of time wait to be claimed.
+    pub fn waiting(&self) -> usize {
+        self.early.lock().map_or(0, |mut e| {
+            e.expire(self.ttl);
+            e.waiting.len()
+        })
+    }
+
+    /// The sockets opened ahead of time in namespace `id`, if any.
+    fn claim(&self, id: (u64, u64)) -> Option<(NlSocket, Socket)> {
+        let mut early = self.early.lock().ok()?;
+        early.expire(self.ttl);
+        let i = early.waiting.iter().position(|e| e.id == id)?;
+        let e = early.waiting.swap_remove(i);
+        Some((e.changes, e.notes))
+    }
+}
+
+/// Open `path` once the engine has mounted a namespace on it; its sockets.
+/// A symlink is not followed (only the engine's own files are opened).
+fn open_early(path: &Path, at: Instant) -> Option<Early> {
+    let deadline = at + MOUNT_WAIT;
+    let netns = loop {
+        if std::fs::symlink_metadata(path)
+            .ok()?
+            .file_type()
+            .is_symlink()
+        {
+            return None;
+        }
+        match Netns::open(path) {
+            Ok(n) => break n,
+            // The file exists a moment before the namespace is mounted on it.
+            Err(NetnsError::NotNetns { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err(_) => return None,
+        }
+    };
+    let id = netns.id().ok()?;
+    let (changes, notes) = watch::sockets(&netns).ok()?;
+    Some(Early {
+        id,
+        _netns: netns,
+        changes,
+        notes,
+        at,
+    })
 }
 
 impl Default for LinuxNamespaces {
     fn default() -> Self {
-        LinuxNamespaces {
-            protocol: symroute_core::settings::Settings::default().protocol.get(),
-        }
+        LinuxNamespaces::new(symroute_core::settings::Settings::default().protocol.get())
     }
 }
 
@@ -111,6 +261,8 @@ pub struct LinuxHandle {
     id: (u64, u64),
     kernel: NetlinkKernel,
     watcher: JoinHandle<()>,
+    /// Where it counts as live ([`EarlyState::live`]).
+    early: Arc<Mutex<EarlyState>>,
 }
 
 impl std::fmt::Debug for LinuxHandle {
@@ -125,6 +277,17 @@ impl std::fmt::Debug for LinuxHandle {
 impl Drop for LinuxHandle {
     fn drop(&mut self) {
         self.watcher.abort();
+        if let Ok(mut e) = self.early.lock() {
+            if let Some(n) = e.live.get_mut(&self.id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    e.live.remove(&self.id);
+                }
+            }
+            // Nothing waits on behalf of a namespace let go of.
+            let id = self.id;
+            e.waiting.retain(|w| w.id != id);
+        }
     }
 }
 
@@ -139,7 +302,7 @@ impl Namespaces for LinuxNamespaces {
     ) -> Result<LinuxHandle, NsAccessError> {
         let mut last = None;
         for path in paths {
-            match open_one(path, id, self.protocol, notify.clone()) {
+            match open_one(self, path, id, notify.clone()) {
                 Ok(h) => return Ok(h),
                 Err(e) => last = Some(e),
             }
@@ -157,25 +320,86 @@ impl Namespaces for LinuxNamespaces {
             .find_map(|p| std::fs::metadata(p).ok())
             .is_some_and(|m| (m.dev(), m.ino()) == handle.id)
     }
+
+    fn prepare(&self, path: PathBuf) {
+        let podmans = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(EARLY_PREFIX));
+        if !podmans {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // A slot is taken before the job starts: work in flight is bounded too.
+        match self.early.lock() {
+            Ok(mut e) => {
+                e.expire(self.ttl);
+                if e.waiting.len() + e.pending >= EARLY_MAX {
+                    return;
+                }
+                e.pending += 1;
+            }
+            Err(_) => return,
+        }
+        let at = Instant::now();
+        let (early, ttl) = (self.early.clone(), self.ttl);
+        let timers = rt.clone();
+        rt.spawn_blocking(move || {
+            let opened = open_early(&path, at);
+            let Ok(mut e) = early.lock() else {
+                return;
+            };
+            e.pending = e.pending.saturating_sub(1);
+            let Some(x) = opened else {
+                return;
+            };
+            if e.live.contains_key(&x.id) || e.waiting.iter().any(|w| w.id == x.id) {
+                return;
+            }
+            e.waiting.push(x);
+            drop(e);
+            // Closed if never claimed.
+            timers.spawn(async move {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at + ttl)).await;
+                if let Ok(mut e) = early.lock() {
+                    e.expire(ttl);
+                }
+            });
+        });
+    }
 }
 
 fn open_one(
+    ns: &LinuxNamespaces,
     path: &str,
     id: &str,
-    protocol: u8,
     notify: mpsc::Sender<String>,
 ) -> Result<LinuxHandle, NsAccessError> {
     let netns = Netns::open(path)?;
     let ns_id = netns.id()?;
-    let sock = netns.socket()?;
-    let watch_fd = watch::open(&netns)?;
-    let watcher = tokio::spawn(watch::watch(watch_fd, id.to_string(), protocol, notify));
+    let (sock, notes) = match ns.claim(ns_id) {
+        Some((sock, notes)) => {
+            // What it heard before it was this container's is not news.
+            watch::discard(&notes);
+            debug!(container = %id, path = %path, "namespace opened ahead of time; claimed");
+            (sock, notes)
+        }
+        None => watch::sockets(&netns)?,
+    };
+    let watch_fd = watch::register(&netns, notes)?;
+    let watcher = tokio::spawn(watch::watch(watch_fd, id.to_string(), ns.protocol, notify));
+    if let Ok(mut e) = ns.early.lock() {
+        *e.live.entry(ns_id).or_default() += 1;
+    }
     Ok(LinuxHandle {
         netns,
         path: path.to_string(),
         id: ns_id,
         kernel: NetlinkKernel::new(sock),
         watcher,
+        early: ns.early.clone(),
     })
 }
 

@@ -22,6 +22,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
+use symroute_linux::netlink::NlSocket;
 use symroute_linux::netns::{Netns, NetnsError};
 
 // Multicast groups, from linux/rtnetlink.h (enum rtnetlink_groups).
@@ -159,14 +160,24 @@ fn subscribed_socket() -> io::Result<Socket> {
     Ok(sock)
 }
 
-/// Open a subscribed socket inside `netns`.
-pub fn open(netns: &Netns) -> Result<AsyncFd<Socket>, NetnsError> {
-    let sock = netns
-        .run_quick(subscribed_socket)?
-        .map_err(|source| NetnsError::Open {
-            path: netns.path().to_path_buf(),
-            source,
-        })?;
+/// Open, inside `netns`, the socket the daemon changes it through and a
+/// subscribed one, in one trip to the namespace helper thread (each trip is
+/// a hand-over between two threads, milliseconds on a busy machine).
+pub fn sockets(netns: &Netns) -> Result<(NlSocket, Socket), NetnsError> {
+    let (changes, notes) = netns.run_quick(|| (NlSocket::new(), subscribed_socket()))?;
+    let changes = changes.map_err(|source| NetnsError::Socket {
+        path: netns.path().to_path_buf(),
+        source,
+    })?;
+    let notes = notes.map_err(|source| NetnsError::Open {
+        path: netns.path().to_path_buf(),
+        source,
+    })?;
+    Ok((changes, notes))
+}
+
+/// Make a subscribed socket (from [`sockets`]) readable by a [`watch`].
+pub fn register(netns: &Netns, sock: Socket) -> Result<AsyncFd<Socket>, NetnsError> {
     // SAFETY: the netlink Socket owns its descriptor, keeps it open for its
     // whole life and always returns the same one from as_raw_fd.
     unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }.map_err(|e| {
@@ -175,6 +186,22 @@ pub fn open(netns: &Netns) -> Result<AsyncFd<Socket>, NetnsError> {
             source: io::Error::other(e.to_string()),
         }
     })
+}
+
+/// Throw away what a subscribed socket has queued (the changes made before
+/// its namespace was managed: the converge that follows reads the kernel
+/// afresh, so none of them is a reason to converge again).
+pub fn discard(sock: &Socket) {
+    let mut buf = [0u8; 8192];
+    // Bounded: a namespace changing without end cannot hold the caller.
+    for _ in 0..4096 {
+        match sock.recv(&mut &mut buf[..], 0) {
+            Ok(_) => {}
+            // Notifications dropped while nobody read (ENOBUFS): nothing to keep either.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// The receive buffer: netlink notifications are one message per

@@ -158,7 +158,7 @@ pub fn start_daemon(lab: &BenchLab, name: &str, resync: &str) -> (Proc, SocketAd
         .env_remove("DOCKER_HOST")
         .env(
             "SYMROUTE_LOG",
-            "info,symroute_docker::daemon::resync=debug,symroute_docker::daemon::event_loop=debug",
+            "info,symroute_docker::daemon::resync=debug,symroute_docker::daemon::event_loop=debug,symroute_docker::daemon::namespaces=debug",
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
