@@ -52,7 +52,11 @@ for f in sys.argv[1:]:
             continue
         e = ev[j]
         claimed = None
-        for m in L[i + 1:i + 8]:
+        # The converge a hint makes is logged right after its answer; a start the
+        # event path converged first has none (the next lines are another's).
+        for m in L[i + 1:i + 3]:
+            if m['message'] in ('hint answered', 'event received'):
+                break
             if m['message'] == 'namespace opened ahead of time; claimed':
                 claimed = ts(m)
             if m['message'] == 'converged':
