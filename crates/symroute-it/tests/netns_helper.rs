@@ -189,10 +189,12 @@ async fn a_namespace_opened_ahead_of_time_is_claimed_by_its_containers_open() {
     let mut unclaimed = Mounted::file(&dir, "netns-unclaimed");
     unclaimed.mount(&spare);
 
-    let ttl = Duration::from_millis(700);
+    // Long enough for a loaded machine to get to the claim first.
+    let ttl = Duration::from_secs(3);
     let n = LinuxNamespaces::with_ttl(115, ttl);
     let spare_ino = ns_of(&spare.path().to_string_lossy());
     let spare_before = held(spare_ino);
+    let prepared = tokio::time::Instant::now();
     n.prepare(file.file.clone());
     tokio::time::sleep(Duration::from_millis(10)).await;
     file.mount(&ns);
@@ -218,7 +220,11 @@ async fn a_namespace_opened_ahead_of_time_is_claimed_by_its_containers_open() {
     let mut h = n
         .open(std::slice::from_ref(&path), "c-early", tx)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(n.waiting(), 1, "netns-early claimed");
+    assert_eq!(
+        n.waiting(),
+        1,
+        "netns-early claimed; netns-unclaimed still waits (its time is not up)"
+    );
     assert_eq!(h.id(), ns_of(&path), "the handle is that namespace's");
     let names = h
         .locked(Duration::from_secs(1), Kernel::snapshot)
@@ -246,7 +252,7 @@ async fn a_namespace_opened_ahead_of_time_is_claimed_by_its_containers_open() {
         "a change after the claim is heard by the container's watch"
     );
     // The unclaimed one's timer closes it; nothing here asks.
-    tokio::time::sleep(ttl + Duration::from_millis(300)).await;
+    tokio::time::sleep_until(prepared + ttl + Duration::from_millis(500)).await;
     assert_eq!(
         held(spare_ino),
         spare_before,
