@@ -190,18 +190,10 @@ pub fn register(netns: &Netns, sock: Socket) -> Result<AsyncFd<Socket>, NetnsErr
 
 /// Throw away what a subscribed socket has queued (the changes made before
 /// its namespace was managed: the converge that follows reads the kernel
-/// afresh, so none of them is a reason to converge again).
+/// afresh, so none of them is a reason to converge again). The watch's own
+/// read, its answer unused.
 pub fn discard(sock: &Socket) {
-    let mut buf = [0u8; 8192];
-    // Bounded: a namespace changing without end cannot hold the caller.
-    for _ in 0..4096 {
-        match sock.recv(&mut &mut buf[..], 0) {
-            Ok(_) => {}
-            // Notifications dropped while nobody read (ENOBUFS): nothing to keep either.
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
-            Err(_) => return,
-        }
-    }
+    BUF.with_borrow_mut(|buf| drain(sock, buf, 0));
 }
 
 /// The receive buffer: netlink notifications are one message per
